@@ -215,6 +215,11 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     origin = typing.get_origin(typ) or typ
     if origin in (typing.Union, types.UnionType):
         return value
+    if typ in (int, float) and isinstance(value, str):
+        try:  # YAML reads "1e-5" as a string
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if typ is bool and not isinstance(value, bool):
