@@ -1,0 +1,51 @@
+"""The curriculum coordinator: one Ray actor that owns the RL data order and the stage.
+
+A thin shell over `r1ci.curriculum`: jobs ask it for sample ids ("task/seed/index"), rebuild
+instances from the ids through the task registry, and report each step's group rewards.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import ray
+
+from r1ci.config import Config
+from r1ci.curriculum import make_sampler
+
+
+@ray.remote(num_cpus=0)
+class CurriculumCoordinator:
+    """Remote `CurriculumSampler` / `UniformSampler` (chosen by `curriculum.sampler`)."""
+
+    def __init__(self, cfg: Config, ids: Sequence[str], pass_rates: dict[str, float] | None = None):
+        self.sampler = make_sampler(cfg, ids, pass_rates)
+
+    def next_batch(self, n: int) -> list[str]:
+        return self.sampler.next_batch(n)
+
+    def refill(self, n: int) -> list[str]:
+        return self.sampler.refill(n)
+
+    def report(self, results: dict[str, list[float]]) -> list[str]:
+        return self.sampler.report(results)
+
+    def wants_refill(self) -> bool:
+        return self.sampler.wants_refill
+
+    def pass_rate(self, sample_id: str) -> float:
+        return self.sampler.pass_rate(sample_id)
+
+    def info(self) -> dict[str, Any]:
+        return self.sampler.info()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
+
+
+def make_coordinator(cfg: Config, ids: Sequence[str], pass_rates: dict[str, float] | None = None) -> Any:
+    """Start the coordinator actor (no CPU reserved: it only shuffles ids)."""
+    return CurriculumCoordinator.remote(cfg, list(ids), pass_rates)
