@@ -158,6 +158,55 @@ class CurriculumConfig:
 
 
 @dataclass
+class SynthesisConfig:
+    teacher: str = knob("offline", "Who writes SFT trajectories: offline (scripted from reference solutions), endpoint (an OpenAI-compatible chat API) or generator (r1ci's own model via the rollout).")
+    base_url: str = knob("https://api.openai.com/v1", "Endpoint teacher: base URL of the OpenAI-compatible API.")
+    model: str = knob("gpt-4o", "Endpoint teacher: model name sent with each request.")
+    api_key_env: str = knob("OPENAI_API_KEY", "Endpoint teacher: environment variable holding the API key (never put keys in configs).")
+    output_dir: str = knob("data/sft", "Folder of Parquet shards (Trajectory rows plus weight); a rerun resumes into it.")
+    seed: int = knob(1, "Instance seed for synthesis; differs from tasks.seed so SFT and RL see different instances.")
+    instances_per_task: int = knob(100, "Instances tried per task (until max_per_task trajectories are kept).")
+    max_per_task: int = knob(70, "Verified trajectories kept per task.")
+    styles: list = knob(["text", "code", "agent", "guided"], "Prompt styles used in turn; text style is only written where the task can state its reasoning.")
+    self_correction_fraction: float = knob(0.3, "Offline teacher: fraction of code trajectories whose first attempt has a small bug, a real error, then the fix.")
+    multi_turn_weight: float = knob(2.0, "SFT weight of a trajectory with more than one code call (1.0 for the rest).")
+    self_correction_weight: float = knob(3.0, "SFT weight of a trajectory that recovers from a failed code call.")
+    temperature: float = knob(0.7, "Endpoint/generator teacher: sampling temperature.")
+    max_tokens: int = knob(1024, "Endpoint teacher: tokens per reply.")
+    max_retries: int = knob(5, "Endpoint teacher: retries of a request after a network error, rate limit (429) or server error.")
+    backoff_s: float = knob(1.0, "Endpoint teacher: first retry delay, doubled each retry (a Retry-After header wins), seconds.")
+    request_timeout_s: float = knob(120.0, "Endpoint teacher: timeout per HTTP request, seconds.")
+    concurrency: int = knob(4, "Instances synthesized at the same time (threads).")
+    shard_size: int = knob(256, "Trajectories per Parquet shard; each finished shard survives an interruption.")
+
+
+@dataclass
+class SFTConfig:
+    data: str = knob("data/sft", "Parquet file or folder of shards written by jobs/synthesize.py.")
+    output_dir: str = knob("runs/sft", "TensorBoard events, metrics.jsonl and the model folders (final/ is what jobs/rl.py starts from).")
+    epochs: int = knob(3, "Passes over the training trajectories.")
+    batch_size: int = knob(8, "Trajectories per optimizer step (all learner ranks together).")
+    lr: float = knob(1e-5, "Peak learning rate.")
+    lr_schedule: str = knob("cosine", "Learning-rate schedule after warm-up: constant, linear or cosine decay.")
+    warmup_fraction: float = knob(0.03, "Fraction of the optimizer steps spent warming the learning rate up linearly.")
+    min_lr_ratio: float = knob(0.1, "Learning rate at the end of a decaying schedule, as a fraction of the peak.")
+    eval_fraction: float = knob(0.05, "Fraction of the trajectories held out for the evaluation loss.")
+    eval_every: int = knob(0, "Optimizer steps between evaluations; 0 evaluates at the end of each epoch.")
+    max_seq_len: int = knob(2048, "Trajectories longer than this (prompt plus response tokens) are cut at the end.")
+    bucket_by_length: bool = knob(True, "Batch trajectories of similar length together (less padding); batches are shuffled.")
+    save_every_epoch: bool = knob(False, "Also write an HF folder after each epoch (epoch_N/).")
+
+
+@dataclass
+class ProfileConfig:
+    styles: list = knob(["text", "code", "agent", "guided"], "Prompt styles each sample is answered in.")
+    samples_per_style: int = knob(5, "Answers per style; N = styles x samples_per_style (20 in the paper).")
+    temperatures: list = knob([0.6, 0.8, 1.0, 1.0, 1.2], "Sampling temperature of each of the samples_per_style answers.")
+    output: str = knob("runs/profile/potentials.parquet", "Parquet of sample_id, task, pass_rate, potential (what curriculum.potentials reads).")
+    chunk_size: int = knob(16, "Samples per unit of work; finished chunks are kept when a run is resumed.")
+
+
+@dataclass
 class RunConfig:
     steps: int = knob(10, "RL steps to run.")
     prompts_per_step: int = knob(4, "Prompts per step; each is rolled out group_size times.")
@@ -182,6 +231,9 @@ class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -195,6 +247,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algorithm.kl_estimator": ("k1", "k2", "k3"),
     "learner.zero_stage": (1, 2, 3),
     "curriculum.sampler": ("curriculum", "uniform"),
+    "synthesis.teacher": ("offline", "endpoint", "generator"),
+    "sft.lr_schedule": ("constant", "linear", "cosine"),
 }
 
 POSITIVE = {
@@ -205,6 +259,9 @@ POSITIVE = {
     "tasks.instances_per_task", "algorithm.group_size", "algorithm.ppo_epochs", "learner.num_learners",
     "learner.lr", "learner.micro_batch_size", "learner.sync_bucket_mb", "curriculum.steps_per_stage",
     "run.steps", "run.prompts_per_step", "run.checkpoint_every",
+    "synthesis.instances_per_task", "synthesis.max_per_task", "synthesis.concurrency", "synthesis.shard_size",
+    "synthesis.max_tokens", "sft.epochs", "sft.batch_size", "sft.lr", "sft.max_seq_len", "profile.samples_per_style",
+    "profile.chunk_size",
 }
 
 
@@ -283,6 +340,14 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"curriculum.stage_bounds: need numbers in [0, 1], highest first, got {bounds}")
     if cfg.algorithm.group_size < 2 and cfg.algorithm.advantage == "grpo":
         raise ConfigError("algorithm.group_size: GRPO needs at least 2 rollouts per prompt")
+    for key in ("synthesis.styles", "profile.styles"):
+        bad = [x for x in get_key(cfg, key) if x not in CHOICES["tasks.prompt_style"]]
+        if bad or not get_key(cfg, key):
+            raise ConfigError(f"{key}: need one or more of text, code, agent, guided, got {get_key(cfg, key)}")
+    if len(cfg.profile.temperatures) != cfg.profile.samples_per_style:
+        raise ConfigError(f"profile.temperatures: need one temperature per sample ({cfg.profile.samples_per_style}), got {cfg.profile.temperatures}")
+    if not 0.0 <= cfg.sft.eval_fraction < 1.0:
+        raise ConfigError(f"sft.eval_fraction: must be in [0, 1), got {cfg.sft.eval_fraction}")
     return cfg
 
 
