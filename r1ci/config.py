@@ -59,6 +59,10 @@ class SandboxConfig:
     containment: str = knob("auto", "Isolation: auto (best available), bwrap, unshare, or none (rlimits and privilege drop only).")
     preload: list = knob(["math", "itertools", "collections", "functools", "re", "json", "random", "fractions", "heapq", "numpy", "sympy"], "Modules the warm interpreter imports once so snippets start fast.")
     workers: int = knob(2, "Snippets one executor runs at the same time.")
+    output_kill_mb: int = knob(64, "Output of one run (both streams) beyond which it is killed with killed_reason output_limit, MiB.")
+    tmp_mb: int = knob(512, "Size of the private /tmp (tmpfs) that holds the runs' working dirs under bwrap, MiB.")
+    grace_s: float = knob(10.0, "Extra wall time past the timeout before a silent fork server is declared hung and restarted, seconds.")
+    uid_base: int = knob(0, "First of the 65536 uids runs are given (one per run, root only); 0 picks a random free-looking range.")
 
 
 @dataclass
@@ -89,6 +93,7 @@ class GeneratorConfig:
     gpu_memory_utilization: float = knob(0.85, "Fraction of GPU memory vLLM may take (GPU only).")
     max_batch: int = knob(32, "Sequences the hf engine decodes together.")
     threads: int = knob(0, "Torch/OMP threads inside the engine; 0 leaves the engine's own default.")
+    exec_grace_s: float = knob(30.0, "Seconds past sandbox.timeout_s the rollout waits for a code call before it treats the executor as dead.")
 
 
 @dataclass
@@ -125,6 +130,7 @@ class AlgorithmConfig:
     value_clip: float = knob(0.2, "Value-function clip range (gae only).")
     value_coef: float = knob(0.5, "Weight of the value loss (gae only).")
     ppo_epochs: int = knob(1, "Passes over each batch of trajectories.")
+    old_logprobs: str = knob("recompute", "Old-policy logprobs for the PPO ratio: recompute (the learner's own, before the first epoch) or sampling (the engine's, from the rollout).")
 
 
 @dataclass
@@ -140,6 +146,7 @@ class LearnerConfig:
     grad_clip: float = knob(1.0, "Global gradient-norm clip.")
     gradient_checkpointing: bool = knob(False, "Trade compute for memory in the policy forward.")
     sync_bucket_mb: int = knob(64, "Weight-sync bucket size in the object store, MiB.")
+    timeout_s: float = knob(3600.0, "Seconds one learner call (a step, a save) may take before the learner group is declared failed.")
     threads: int = knob(0, "Torch threads per learner; 0 leaves Ray's default (1).")
 
 
@@ -177,6 +184,7 @@ class SynthesisConfig:
     backoff_s: float = knob(1.0, "Endpoint teacher: first retry delay, doubled each retry (a Retry-After header wins), seconds.")
     request_timeout_s: float = knob(120.0, "Endpoint teacher: timeout per HTTP request, seconds.")
     concurrency: int = knob(4, "Instances synthesized at the same time (threads).")
+    executor: str = knob("local", "Where teacher code runs: local (an Executor in this process) or pool (the Ray executor pool of the executor section).")
     shard_size: int = knob(256, "Trajectories per Parquet shard; each finished shard survives an interruption.")
 
 
@@ -245,9 +253,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algorithm.advantage": ("grpo", "reinforce_pp", "gae"),
     "algorithm.loss_agg": ("token_mean", "seq_mean"),
     "algorithm.kl_estimator": ("k1", "k2", "k3"),
+    "algorithm.old_logprobs": ("recompute", "sampling"),
     "learner.zero_stage": (1, 2, 3),
     "curriculum.sampler": ("curriculum", "uniform"),
     "synthesis.teacher": ("offline", "endpoint", "generator"),
+    "synthesis.executor": ("local", "pool"),
     "sft.lr_schedule": ("constant", "linear", "cosine"),
 }
 

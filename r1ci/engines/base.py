@@ -7,6 +7,7 @@ never waits for a whole batch turn.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
@@ -51,8 +52,32 @@ class Engine(Protocol):
     async def generate(self, prompt_ids: list[int], sampling: Sampling) -> Completion:
         """Continue one token sequence; concurrent calls are batched by the engine."""
 
-    def load_weights(self, weights: Iterable[tuple[str, np.ndarray]], version: int) -> None:
-        """Replace the model's weights (HF parameter names, numpy arrays) and record the version."""
+    async def load_weights(self, weights: Iterable[tuple[str, np.ndarray]], version: int) -> None:
+        """Replace the model's weights (HF parameter names, numpy arrays) and record the version.
+
+        Async because vLLM's engine is: the weights reach its worker through an RPC."""
 
     def stats(self) -> EngineStats:
         """Counters since start: tokens, seconds, tokens/s, weight version."""
+
+
+class BusyClock:
+    """Wall time during which at least one request was in flight (the denominator of tokens/s)."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.seconds = 0.0
+        self._since = 0.0
+
+    def start(self) -> None:
+        if self.in_flight == 0:
+            self._since = time.perf_counter()
+        self.in_flight += 1
+
+    def stop(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.seconds += time.perf_counter() - self._since
+
+    def total(self) -> float:
+        return self.seconds + (time.perf_counter() - self._since if self.in_flight else 0.0)

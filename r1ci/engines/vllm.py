@@ -1,0 +1,136 @@
+"""The vLLM engine: vLLM's async engine (continuous batching) on CPU or GPU.
+
+Each `generate` is one vLLM request on token ids, so trajectories that wait on code simply
+have no request in flight while the others keep decoding. Logprobs are vLLM's
+"processed_logprobs": log_softmax(logits / T) of the sampled token (renormalized to the
+top-p nucleus when top_p < 1), what the learner recomputes when top_p = 1.
+
+New weights reach the worker through `collective_rpc` as one bytes blob plus a header (numpy
+arrays in rpc arguments arrive as lists), and load with the model runner's
+`reload_weights`, the path that works on vLLM's CPU build (see ENVIRONMENT.md).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from typing import Iterable
+
+import numpy as np
+
+from r1ci.config import Config
+from r1ci.engines.base import BusyClock, Completion, EngineStats, Sampling
+
+
+def pack_weights(weights: Iterable[tuple[str, np.ndarray]]) -> tuple[list[tuple[str, str, list[int]]], bytes]:
+    """(header of (name, dtype, shape), one contiguous bytes blob) for sending through an RPC."""
+    header, chunks = [], []
+    for name, array in weights:
+        array = np.ascontiguousarray(array)
+        header.append((name, array.dtype.str, list(array.shape)))
+        chunks.append(array.tobytes())
+    return header, b"".join(chunks)
+
+
+def unpack_weights(header: list, blob: bytes) -> list[tuple[str, np.ndarray]]:
+    out, offset = [], 0
+    for name, dtype, shape in header:
+        dt = np.dtype(dtype)
+        count = math.prod(shape)
+        out.append((name, np.frombuffer(blob, dtype=dt, count=count, offset=offset).reshape(shape)))
+        offset += count * dt.itemsize
+    return out
+
+
+def _reload_in_worker(worker, header: list, blob: bytes) -> int:
+    """Runs inside each vLLM worker process: load checkpoint-format (HF-named) tensors in place."""
+    import torch
+
+    tensors = [(name, torch.from_numpy(array.copy())) for name, array in unpack_weights(header, blob)]
+    worker.model_runner.reload_weights(weights_iterator=tensors, is_checkpoint_format=True)
+    return len(tensors)
+
+
+class VLLMEngine:
+    """vLLM AsyncLLM on a Hugging Face folder; implements `r1ci.engines.base.Engine`."""
+
+    def __init__(self, model_dir: str, cfg: Config):
+        os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")  # else its engine queue binds the public interface
+        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # lets load_weights send a function
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, math.ceil(cfg.generator.kv_cache_gb)))  # whole GiB only
+        from transformers import AutoConfig, AutoTokenizer
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        args = AsyncEngineArgs(
+            model=model_dir,
+            dtype=cfg.model.dtype,
+            max_model_len=min(cfg.generator.max_model_len, AutoConfig.from_pretrained(model_dir).max_position_embeddings),
+            enforce_eager=True,
+            seed=cfg.run.seed,
+            gpu_memory_utilization=cfg.generator.gpu_memory_utilization,
+            logprobs_mode="processed_logprobs",
+            disable_log_stats=True,
+        )
+        self.engine = AsyncLLM.from_engine_args(args)
+        self.max_model_len = self.engine.model_config.max_model_len
+        self._clock = BusyClock()
+        self._stats = EngineStats()
+
+    async def generate(self, prompt_ids: list[int], sampling: Sampling) -> Completion:
+        """Continue `prompt_ids` as one vLLM request; vLLM batches it with all others in flight."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if len(prompt_ids) >= self.max_model_len:
+            raise ValueError(f"prompt of {len(prompt_ids)} tokens does not fit max_model_len {self.max_model_len}")
+        params = SamplingParams(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=min(sampling.max_tokens, self.max_model_len - len(prompt_ids)),
+            stop=list(sampling.stop),
+            include_stop_str_in_output=True,
+            logprobs=0,  # the sampled token's logprob only
+            seed=sampling.seed,
+        )
+        self._clock.start()
+        try:
+            final = None
+            async for final in self.engine.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), params, uuid.uuid4().hex):
+                pass
+        finally:
+            self._clock.stop()
+        out = final.outputs[0]
+        token_ids = list(out.token_ids)
+        logprobs = [step[token].logprob for token, step in zip(token_ids, out.logprobs)]
+        if out.finish_reason == "length":
+            reason = "length"
+        elif isinstance(out.stop_reason, str):
+            reason = "stop"
+        else:  # stopped on the eos token (stop_reason None) or a stop token id
+            reason = "eos"
+        self._stats.generated_tokens += len(token_ids)
+        self._stats.requests += 1
+        return Completion(
+            token_ids=token_ids,
+            logprobs=logprobs,
+            text=self.tokenizer.decode(token_ids, skip_special_tokens=True),  # all tokens, as the rollout keeps them
+            finish_reason=reason,
+            stop_str=out.stop_reason if reason == "stop" else None,
+        )
+
+    async def load_weights(self, weights: Iterable[tuple[str, np.ndarray]], version: int) -> None:
+        """Reload HF-named numpy arrays in every worker, then drop the prefix cache built on the old weights."""
+        header, blob = pack_weights(weights)
+        await self.engine.collective_rpc(_reload_in_worker, args=(header, blob))
+        await self.engine.reset_prefix_cache()
+        self._stats.weight_version = version
+
+    def stats(self) -> EngineStats:
+        self._stats.generate_seconds = self._clock.total()
+        return self._stats
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()
