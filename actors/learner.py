@@ -1,0 +1,166 @@
+"""The learner on Ray: one `LearnerActor` per DeepSpeed rank, driven together by a `LearnerGroup`.
+
+The driver assigns ranks; rank 0 picks the rendezvous address (its node IP and a free
+port) and every rank joins before `deepspeed.initialize`. Each call sends the whole batch
+(one object-store put) to every rank; the ranks split it themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import ray
+
+from r1ci.config import Config
+from r1ci.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+
+
+class LearnerGroupError(ray.exceptions.RayError):
+    """A learner rank died or hung; the group is unusable and has been shut down."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@ray.remote
+class LearnerActor:
+    """One DeepSpeed rank: a thin shell over `r1ci.learner.Learner`."""
+
+    def __init__(self, cfg: Config, model_dir: str, rank: int, world_size: int):
+        self.args = (cfg, model_dir, rank, world_size)
+        self.learner = None
+
+    def rendezvous(self) -> tuple[str, int]:
+        """This node's IP and a free port: rank 0's answer is every rank's MASTER_ADDR/PORT."""
+        from r1ci.learner import free_port
+
+        return ray.util.get_node_ip_address(), free_port()
+
+    def setup(self, master_addr: str, master_port: int) -> None:
+        from r1ci.learner import Learner
+
+        cfg, model_dir, rank, world_size = self.args
+        self.learner = Learner(cfg, model_dir, rank, world_size, master_addr, master_port)
+
+    def call(self, method: str, *args):
+        return getattr(self.learner, method)(*args)
+
+    def publish(self, version: int) -> list:
+        """Rank 0 puts the weight buckets into the object store and returns their refs."""
+        return [ray.put(b) for b in self.learner.weight_buckets(version)]
+
+
+class LearnerGroup:
+    """All ranks of the learner, driven from the job as one object."""
+
+    def __init__(self, cfg: Config, actors: list):
+        self.cfg, self.actors = cfg, actors
+        self.timeout_s = cfg.learner.timeout_s
+
+    @classmethod
+    def create(cls, cfg: Config, model_dir: str) -> LearnerGroup:
+        """Start `learner.num_learners` ranks (each `learner.num_cpus`/`num_gpus`) and form the DeepSpeed group."""
+        lc = cfg.learner
+        n = lc.num_learners
+        env = {"OMP_NUM_THREADS": str(lc.threads)} if lc.threads else {}
+        actors = [
+            LearnerActor.options(num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, runtime_env={"env_vars": env} if env else None).remote(
+                cfg, model_dir, rank, n)
+            for rank in range(n)
+        ]
+        group = cls(cfg, actors)
+        addr, port = group._wait([actors[0].rendezvous.remote()], "rendezvous")[0]
+        group._wait([a.setup.remote(addr, port) for a in actors], "setup")
+        log.info("learner group of %d ranks formed at %s:%d", n, addr, port)
+        return group
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _wait(self, refs: list, what: str) -> list:
+        """Results of one call on every rank; the first failure or a timeout kills the group."""
+        index = {ref: rank for rank, ref in enumerate(refs)}
+        pending, who = list(refs), "a learner rank"
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1, timeout=self.timeout_s)
+                if not done:
+                    who = "a learner rank"
+                    raise TimeoutError(f"no answer within learner.timeout_s={self.timeout_s:g} s")
+                who = f"learner rank {index[done[0]]}"
+                ray.get(done[0])  # raises the rank's error
+            return ray.get(refs)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            self.shutdown()
+            raise LearnerGroupError(
+                f"{who} failed during {what}: {first}. The learner group was shut down; "
+                f"resume the job from its last checkpoint (--resume)."
+            ) from exc
+
+    def _all(self, method: str, trajectories: list[Trajectory], divisible: bool) -> list:
+        n = len(self.actors)
+        if not trajectories:
+            raise ValueError(f"{method}: empty batch of trajectories")
+        if divisible and len(trajectories) % n:
+            raise ValueError(
+                f"{method}: a batch of {len(trajectories)} trajectories cannot be split evenly over {n} learner ranks; "
+                f"make run.prompts_per_step * algorithm.group_size a multiple of learner.num_learners"
+            )
+        ref = ray.put(trajectories)
+        return self._wait([a.call.remote(method, ref) for a in self.actors], method)
+
+    def _padded(self, trajectories: list[Trajectory]) -> list[Trajectory]:
+        """Pad to a multiple of the rank count with loss-free copies (they count in no mean)."""
+        extra = -len(trajectories) % len(self.actors)
+        pad = [dataclasses.replace(trajectories[-1], loss_mask=[0] * len(trajectories[-1].loss_mask)) for _ in range(extra)]
+        return list(trajectories) + pad
+
+    # ------------------------------------------------------------------ the learner's API
+
+    def train_step(self, trajectories: list[Trajectory]) -> dict[str, float]:
+        """One RL update on the batch (sharded evenly over ranks); whole-batch metrics."""
+        return self._all("train_step", trajectories, divisible=True)[0]
+
+    def sft_step(self, trajectories: list[Trajectory]) -> dict[str, float]:
+        """One SFT optimizer step (masked NLL) on the batch; the loss is nats per model token."""
+        return self._all("sft_step", trajectories, divisible=True)[0]
+
+    def eval_loss(self, trajectories: list[Trajectory]) -> float:
+        """Masked NLL of the batch (nats per model token), no update."""
+        return self._all("eval_loss", self._padded(trajectories), divisible=True)[0]
+
+    def compute_logprobs(self, trajectories: list[Trajectory]) -> list[list[float]]:
+        """Current-policy logprobs per response token (0.0 on interpreter tokens), in batch order."""
+        per_rank = self._all("compute_logprobs", self._padded(trajectories), divisible=True)
+        return [lp for shard in per_rank for lp in shard][: len(trajectories)]
+
+    def publish_weights(self, version: int) -> list:
+        """Put the current weights into the object store once, as `learner.sync_bucket_mb` buckets
+        tagged `version`; returns their ObjectRefs (owned by rank 0). A generator does
+        `engine.load_weights(r1ci.weight_sync.iter_weights(ray.get(refs), version), version)`."""
+        return self._wait([a.publish.remote(version) for a in self.actors], "publish_weights")[0]
+
+    def save(self, path: str) -> None:
+        """Model, optimizer, scheduler and step of every rank under `path` (a shared filesystem
+        path on a cluster); restore with `load` on a group of the same size."""
+        self._wait([a.call.remote("save_checkpoint", path) for a in self.actors], "save")
+
+    def load(self, path: str) -> None:
+        self._wait([a.call.remote("load_checkpoint", path) for a in self.actors], "load")
+
+    def save_hf(self, path: str) -> None:
+        """Write a Hugging Face folder (config, safetensors, tokenizer) of the current policy."""
+        self._wait([a.call.remote("save_hf", path) for a in self.actors], "save_hf")
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
