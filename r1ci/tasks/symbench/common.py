@@ -1,0 +1,204 @@
+"""What every SymBench task shares: the generation loop, lenient answer parsing, a safe
+arithmetic evaluator, and the way a task's solver functions become a standalone program.
+
+A task writes its solver as plain module-level functions (stdlib only, imports from
+`SOLVER_HEADER`); `reference_program` pastes their source with the instance data, so the
+program the teacher runs is the code the tests and the generators use.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import random
+import re
+from fractions import Fraction
+from typing import Any, Callable, ClassVar
+
+from r1ci.tasks.base import Instance, Task
+
+SOLVER_HEADER = "import itertools, math, json, re, collections, heapq\nfrom fractions import Fraction\n"
+MAX_ATTEMPTS_PER_INSTANCE = 60
+
+
+def reference_program(functions: tuple[Callable, ...], data: dict[str, Any]) -> str:
+    """A standalone program: the functions' source, then `print(<last function>(data))`."""
+    sources = "\n\n".join(inspect.getsource(f) for f in functions)
+    entry = functions[-1].__name__
+    return f"{SOLVER_HEADER}\n{sources}\n\nprint({entry}(json.loads({json.dumps(data)!r})))\n"
+
+
+class SymbenchTask(Task):
+    """A SymBench task: subclasses implement `make` and, unless the gold text compares, `check`.
+
+    `solver` holds the functions of the reference solution; the last one takes the
+    instance data and returns the answer text (the payload of <<<...>>>).
+    """
+
+    family: ClassVar[str] = "symbench"
+    solver: ClassVar[tuple[Callable, ...]] = ()
+
+    def make(self, rng: random.Random, difficulty: int) -> tuple[str, dict[str, Any], str | None]:
+        """One candidate instance: (question, validator data, gold answer or None)."""
+        raise NotImplementedError
+
+    def check(self, answer: str, instance: Instance) -> float:
+        """Score of a non-empty answer; may raise on garbage (score turns that into 0)."""
+        return float(atoms_equal(answer, instance.answer))
+
+    def solve(self, data: dict[str, Any]) -> str:
+        return self.solver[-1](data)
+
+    def generate(self, seed: int, n: int, difficulty: int = 1) -> list[Instance]:
+        if difficulty < 1:
+            raise ValueError(f"{self.name}: difficulty must be >= 1, got {difficulty}")
+        rng = random.Random(f"symbench/{self.name}/{seed}/{difficulty}")
+        seen: set[str] = set()
+        out: list[Instance] = []
+        for _ in range(MAX_ATTEMPTS_PER_INSTANCE * n + 100):
+            if len(out) == n:
+                return out
+            question, data, answer = self.make(rng, difficulty)
+            if question in seen:
+                continue
+            seen.add(question)
+            out.append(Instance(self.name, seed, len(out), question, answer, data, {"difficulty": difficulty}))
+        if len(out) == n:
+            return out
+        raise ValueError(
+            f"{self.name}: only {len(out)} distinct instances exist at difficulty {difficulty}; "
+            f"ask for fewer than {n} or raise the difficulty"
+        )
+
+    def score(self, answer: str | None, instance: Instance) -> float:
+        if answer is None or not str(answer).strip():
+            return 0.0
+        try:
+            return max(0.0, min(1.0, float(self.check(str(answer).strip(), instance))))
+        except Exception:  # garbage answers of any shape score 0, never raise
+            return 0.0
+
+    def reference_solution(self, instance: Instance) -> str | None:
+        return reference_program(self.solver, instance.data) if self.solver else None
+
+
+# ---------------------------------------------------------------- lenient parsing
+
+_ATOM = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?|[A-Za-z_][A-Za-z_0-9]*|[^\s\[\]\(\)\{\},;'\"]")
+
+
+def to_number(text: str) -> Fraction | None:
+    """'3', '-2.50', '3/4', '1,234' as an exact Fraction; None when it is no number."""
+    text = text.strip().replace(",", "").replace("$", "")
+    try:
+        return Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def atoms(text: str) -> list[Any]:
+    """The answer as a flat sequence of numbers (Fractions) and lower-cased words; brackets,
+    commas, quotes and whitespace ignored, so list and grid formats compare leniently."""
+    out: list[Any] = []
+    for tok in _ATOM.findall(text):
+        num = to_number(tok)
+        out.append(num if num is not None else tok.lower())
+    return out
+
+
+def atoms_equal(answer: str, gold: str | None, tol: float = 1e-6) -> bool:
+    if gold is None:
+        return False
+    a, g = atoms(answer), atoms(gold)
+    if len(a) != len(g):
+        return False
+    for x, y in zip(a, g):
+        if isinstance(x, Fraction) and isinstance(y, Fraction):
+            if abs(x - y) > tol * max(1, abs(y)):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def chars_equal(answer: str, gold: str | None, alphabet: str) -> bool:
+    """Compare character grids/sequences by the characters of `alphabet` only (case-insensitive
+    for letters), so rows as strings, lists of strings or lists of characters all match."""
+    if gold is None:
+        return False
+    keep = set(alphabet.lower())
+    pick = lambda text: [c for c in text.lower() if c in keep]  # noqa: E731
+    return pick(answer) == pick(gold)
+
+
+def number_equal(answer: str, gold: str | None, abs_tol: float = 1e-9) -> bool:
+    """The answer holds exactly one number (commas as thousands separators, $ and units
+    allowed; fractions such as 3/8 too) and it is within `abs_tol` of the gold number."""
+    if gold is None:
+        return False
+    found = numbers_in(re.sub(r"(?<=\d),(?=\d{3}\b)", "", answer))
+    target = to_number(gold)
+    return len(found) == 1 and target is not None and abs(found[0] - target) <= abs_tol
+
+
+def parse_literal(text: str) -> Any:
+    """A Python/JSON literal (list, dict, tuple, number, string) from answer text."""
+    text = text.strip().strip("`").strip()
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return json.loads(text)
+
+
+def numbers_in(text: str) -> list[Fraction]:
+    return [n for n in (to_number(t) for t in re.findall(r"-?\d+(?:\.\d+)?(?:/\d+)?", text)) if n is not None]
+
+
+def cell_pairs(text: str) -> list[tuple[int, int]]:
+    """'[(0, 1), (2, 3)]', '0 1, 2 3' or '[[0,1],[2,3]]' as a list of (row, col) pairs."""
+    nums = [int(n) for n in re.findall(r"-?\d+", text)]
+    if len(nums) % 2:
+        raise ValueError("odd number of coordinates")
+    return [(nums[i], nums[i + 1]) for i in range(0, len(nums), 2)]
+
+
+def grid_rows(text: str, width: int) -> list[list[str]]:
+    """A character grid given as rows of letters/digits in any list format."""
+    cells = [t for t in re.findall(r"[A-Za-z0-9]", text)]
+    if not cells or len(cells) % width:
+        raise ValueError("not a grid of the expected width")
+    return [cells[i : i + width] for i in range(0, len(cells), width)]
+
+
+# ---------------------------------------------------------------- safe arithmetic
+
+_BINOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b}
+
+
+def eval_arithmetic(expr: str) -> tuple[Fraction, list[int]]:
+    """Exact value of an expression of integers, + - * / and parentheses, and the integers in
+    the order written. Anything else (names, calls, powers, unary minus) raises ValueError."""
+    expr = expr.replace("×", "*").replace("x", "*").replace("÷", "/").replace("−", "-")
+    expr = expr.split("=")[0]
+    tree = ast.parse(expr.strip(), mode="eval")
+    used: list[int] = []
+
+    def walk(node: ast.AST) -> Fraction:
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            left, right = walk(node.left), walk(node.right)
+            if isinstance(node.op, ast.Div) and right == 0:
+                raise ValueError("division by zero")
+            return _BINOPS[type(node.op)](left, right)
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            used.append(node.value)
+            return Fraction(node.value)
+        raise ValueError(f"not allowed in the expression: {ast.dump(node)[:40]}")
+
+    return walk(tree.body), used
+
+
+def shuffled(rng: random.Random, items: list) -> list:
+    items = list(items)
+    rng.shuffle(items)
+    return items

@@ -1,0 +1,460 @@
+"""SymBench constraint tasks: arrangements, grid selections, Latin letter diagrams, Sudoku,
+queens and password cracking. Where several answers are right the check validates the
+answer against the rules; the reference programs search."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from functools import lru_cache
+
+from r1ci.tasks.symbench.common import SymbenchTask, cell_pairs, chars_equal, shuffled
+
+_NAMES = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory", "Olivia"]
+
+
+# ---------------------------------------------------------------- arrangements (shared)
+
+
+def arrangement_ok(order, constraints):
+    """Whether `order` (names left to right) meets every [kind, a, b] constraint."""
+    pos = {name: i for i, name in enumerate(order)}
+    for kind, a, b in constraints:
+        if kind == "left" and not pos[a] < pos[b]:
+            return False
+        if kind == "adjacent" and abs(pos[a] - pos[b]) != 1:
+            return False
+        if kind == "not_adjacent" and abs(pos[a] - pos[b]) == 1:
+            return False
+        if kind == "position" and pos[a] != b - 1:
+            return False
+        if kind == "not_position" and pos[a] == b - 1:
+            return False
+        if kind == "end" and pos[a] not in (0, len(order) - 1):
+            return False
+    return True
+
+
+def arrangement_sentence(constraint):
+    kind, a, b = constraint
+    return {
+        "left": f"{a} is somewhere to the left of {b}.",
+        "adjacent": f"{a} sits next to {b}.",
+        "not_adjacent": f"{a} does not sit next to {b}.",
+        "position": f"{a} sits in seat {b}.",
+        "not_position": f"{a} does not sit in seat {b}.",
+        "end": f"{a} sits at one of the two ends.",
+    }[kind]
+
+
+def random_arrangement_constraint(rng, names, truth=None):
+    """A random constraint; with `truth` (an order) one that the order satisfies."""
+    while True:
+        kind = rng.choice(["left", "adjacent", "not_adjacent", "position", "not_position", "end"])
+        a, b = rng.sample(names, 2)
+        c = [kind, a, rng.randint(1, len(names))] if "position" in kind else [kind, a, b if kind != "end" else ""]
+        if truth is None or arrangement_ok(truth, [c]):
+            return c
+
+
+def solve_permutations_and_combinations(data):
+    return str(sum(arrangement_ok(p, data["constraints"]) for p in itertools.permutations(data["names"])))
+
+
+class PermutationsAndCombinations(SymbenchTask):
+    name = "permutations_and_combinations"
+    kind = "execution"
+    solver = (arrangement_ok, solve_permutations_and_combinations)
+
+    def make(self, rng, difficulty):
+        names = sorted(rng.sample(_NAMES, 4 + difficulty))
+        constraints = [random_arrangement_constraint(rng, names) for _ in range(rng.randint(1, 2 + difficulty))]
+        data = {"names": names, "constraints": constraints}
+        listing = "\n".join(f"- {arrangement_sentence(c)}" for c in constraints)
+        q = (
+            f"{', '.join(names)} sit in a row of {len(names)} seats numbered 1 to {len(names)} from left to right. "
+            f"Conditions:\n{listing}\nIn how many different orders can they sit? Answer with an integer, like <<<12>>>."
+        )
+        return q, data, self.solve(data)
+
+
+def solve_constrained_linear_arrangement(data):
+    for p in itertools.permutations(data["names"]):
+        if arrangement_ok(p, data["constraints"]):
+            return str(list(p))
+    return None
+
+
+class ConstrainedLinearArrangement(SymbenchTask):
+    name = "constrained_linear_arrangement"
+    kind = "planning"
+    solver = (arrangement_ok, solve_constrained_linear_arrangement)
+
+    def make(self, rng, difficulty):
+        names = sorted(rng.sample(_NAMES, 5 + difficulty))
+        truth = shuffled(rng, names)
+        constraints = [random_arrangement_constraint(rng, names, truth) for _ in range(len(names) + difficulty)]
+        data = {"names": names, "constraints": constraints}
+        listing = "\n".join(f"- {arrangement_sentence(c)}" for c in constraints)
+        q = (
+            f"Seat {', '.join(names)} in a row of {len(names)} seats numbered 1 to {len(names)} from left to right "
+            f"so that:\n{listing}\nAny seating that meets every condition is accepted. Answer with the names from "
+            f"seat 1 to seat {len(names)} as a list, like <<<{names}>>>."
+        )
+        return q, data, str(truth)
+
+    def check(self, answer, instance):
+        order = re.findall(r"[A-Za-z]+", answer)
+        lookup = {n.lower(): n for n in instance.data["names"]}
+        order = [lookup.get(w.lower(), w) for w in order]
+        if sorted(order) != sorted(instance.data["names"]):
+            return 0.0
+        return float(arrangement_ok(order, instance.data["constraints"]))
+
+
+# ---------------------------------------------------------------- logic_puzzle
+
+
+def solve_logic_puzzle(data):
+    g, n = data["grid"], len(data["grid"])
+    for cols in itertools.permutations(range(n)):
+        if sum(g[r][cols[r]] for r in range(n)) == data["target"]:
+            return str([[r, cols[r]] for r in range(n)])
+    return None
+
+
+class LogicPuzzle(SymbenchTask):
+    name = "logic_puzzle"
+    kind = "planning"
+    solver = (solve_logic_puzzle,)
+
+    def make(self, rng, difficulty):
+        n = 3 + difficulty
+        grid = [[rng.randint(1, 30) for _ in range(n)] for _ in range(n)]
+        cols = shuffled(rng, range(n))
+        target = sum(grid[r][cols[r]] for r in range(n))
+        data = {"grid": grid, "target": target}
+        rows = "\n".join(" ".join(f"{x:2d}" for x in row) for row in grid)
+        q = (
+            f"Select {n} numbers from the grid below, exactly one in each row and no two in the same column, so "
+            f"that they add up to {target}. Rows and columns are counted from 0.\n{rows}\n"
+            "Any selection that works is accepted. Answer with the [row, column] of each selected number, like "
+            "<<<[[0, 2], [1, 0], [2, 1]]>>>."
+        )
+        return q, data, str([[r, cols[r]] for r in range(n)])
+
+    def check(self, answer, instance):
+        g, n = instance.data["grid"], len(instance.data["grid"])
+        cells = cell_pairs(answer)
+        if sorted(r for r, _ in cells) != list(range(n)) or sorted(c for _, c in cells) != list(range(n)):
+            return 0.0
+        return float(sum(g[r][c] for r, c in cells) == instance.data["target"])
+
+
+# ---------------------------------------------------------------- grid filling (shared by Latin diagrams and Sudoku)
+
+
+def backtrack_fill(grid, candidates):
+    """Fill the None cells of `grid` (list of lists) in place, trying the cell with the fewest
+    candidates first; `candidates(grid, r, c)` lists the values allowed there. True if filled."""
+    best = None
+    for r, row in enumerate(grid):
+        for c, value in enumerate(row):
+            if value is None:
+                options = candidates(grid, r, c)
+                if best is None or len(options) < len(best[2]):
+                    best = (r, c, options)
+    if best is None:
+        return True
+    r, c, options = best
+    for value in options:
+        grid[r][c] = value
+        if backtrack_fill(grid, candidates):
+            return True
+    grid[r][c] = None
+    return False
+
+
+def latin_candidates(grid, r, c):
+    """Letters allowed at (r, c): unused in its row and column; on the minor diagonal, equal
+    to the diagonal's letter once one is placed."""
+    n = len(grid)
+    used = set(grid[r]) | {grid[i][c] for i in range(n)}
+    options = [ch for ch in "abcdefghij"[:n] if ch not in used]
+    if r + c == n - 1:
+        diagonal = {grid[i][n - 1 - i] for i in range(n)} - {None}
+        options = [ch for ch in options if not diagonal or ch in diagonal]
+    return options
+
+
+def solve_letter_logic_diagram(data):
+    grid = [[ch if ch != "." else None for ch in row] for row in data["puzzle"]]
+    backtrack_fill(grid, latin_candidates)
+    return str(["".join(row) for row in grid])
+
+
+def latin_ok(rows, n, puzzle):
+    letters = sorted("abcdefghij"[:n])
+    if len(rows) != n or any(len(row) != n for row in rows):
+        return False
+    if any(sorted(row) != letters for row in rows) or any(sorted(col) != letters for col in zip(*rows)):
+        return False
+    if len({rows[i][n - 1 - i] for i in range(n)}) != 1:
+        return False
+    return all(p == "." or p == rows[r][c] for r, row in enumerate(puzzle) for c, p in enumerate(row))
+
+
+class LetterLogicDiagram(SymbenchTask):
+    name = "letter_logic_diagram"
+    kind = "planning"
+    solver = (backtrack_fill, latin_candidates, solve_letter_logic_diagram)
+
+    def make(self, rng, difficulty):
+        n = 6 + min(difficulty, 3)
+        letters = shuffled(rng, "abcdefghij"[:n])
+        p = shuffled(rng, range(n))
+        q_cols = [n - 1 - p[n - 1 - c] for c in range(n)]
+        solution = [[None] * n for _ in range(n)]
+        for r in range(n):
+            for c in range(n):
+                solution[p[r]][q_cols[c]] = letters[(r + c) % n]
+        if rng.random() < 0.5:
+            solution = [list(col) for col in zip(*solution)]
+        blanks = set(rng.sample(range(n * n), n * n // 2 + 2 * difficulty))
+        puzzle = ["".join("." if r * n + c in blanks else solution[r][c] for c in range(n)) for r in range(n)]
+        data = {"puzzle": puzzle}
+        q = (
+            f"Fill the {n}x{n} grid below ('.' is empty) with the letters {', '.join(sorted(letters))} so that every "
+            "row and every column contains each letter exactly once, and all cells on the minor diagonal (from the "
+            f"top-right to the bottom-left corner) hold the same letter.\n{chr(10).join(puzzle)}\n"
+            "Any grid that meets the rules and keeps the given letters is accepted. Answer with the rows as a list of "
+            "strings, like <<<['abc...', ...]>>>."
+        )
+        return q, data, str(["".join(row) for row in solution])
+
+    def check(self, answer, instance):
+        n = len(instance.data["puzzle"])
+        cells = [ch for ch in answer.lower() if ch in "abcdefghij"[:n]]
+        rows = ["".join(cells[i : i + n]) for i in range(0, len(cells), n)]
+        return float(len(cells) == n * n and latin_ok(rows, n, instance.data["puzzle"]))
+
+
+# ---------------------------------------------------------------- standard_sudoku
+
+
+def sudoku_candidates(grid, r, c):
+    used = set(grid[r]) | {grid[i][c] for i in range(9)}
+    br, bc = 3 * (r // 3), 3 * (c // 3)
+    used |= {grid[br + i][bc + j] for i in range(3) for j in range(3)}
+    return [d for d in range(1, 10) if d not in used]
+
+
+def solve_standard_sudoku(data):
+    grid = [[d or None for d in row] for row in data["puzzle"]]
+    backtrack_fill(grid, sudoku_candidates)
+    return str(grid)
+
+
+def sudoku_ok(grid, puzzle):
+    digits = list(range(1, 10))
+    units = [row for row in grid] + [list(col) for col in zip(*grid)]
+    units += [[grid[3 * (b // 3) + i][3 * (b % 3) + j] for i in range(3) for j in range(3)] for b in range(9)]
+    if any(sorted(u) != digits for u in units):
+        return False
+    return all(p == 0 or p == grid[r][c] for r, row in enumerate(puzzle) for c, p in enumerate(row))
+
+
+class StandardSudoku(SymbenchTask):
+    name = "standard_sudoku"
+    kind = "planning"
+    solver = (backtrack_fill, sudoku_candidates, solve_standard_sudoku)
+
+    def make(self, rng, difficulty):
+        digits = shuffled(rng, range(1, 10))
+        rows = [3 * band + r for band in shuffled(rng, range(3)) for r in shuffled(rng, range(3))]
+        cols = [3 * stack + c for stack in shuffled(rng, range(3)) for c in shuffled(rng, range(3))]
+        solution = [[digits[(3 * (r % 3) + r // 3 + c) % 9] for c in cols] for r in rows]
+        if rng.random() < 0.5:
+            solution = [list(col) for col in zip(*solution)]
+        blanks = set(rng.sample(range(81), min(60, 35 + 5 * difficulty)))
+        puzzle = [[0 if r * 9 + c in blanks else solution[r][c] for c in range(9)] for r in range(9)]
+        data = {"puzzle": puzzle}
+        shown = "\n".join(" ".join(str(d) if d else "." for d in row) for row in puzzle)
+        q = (
+            f"Solve this Sudoku ('.' is an empty cell): fill the grid with digits 1-9 so that every row, column "
+            f"and 3x3 box contains each digit once, keeping the given digits.\n{shown}\n"
+            "Answer with the 9 rows as a list of lists, like <<<[[5, 3, 4, ...], ...]>>>."
+        )
+        return q, data, str(solution)
+
+    def check(self, answer, instance):
+        digits = [int(d) for d in re.findall(r"[1-9]", answer)]
+        if len(digits) != 81:
+            return 0.0
+        grid = [digits[i : i + 9] for i in range(0, 81, 9)]
+        return float(sudoku_ok(grid, instance.data["puzzle"]))
+
+
+# ---------------------------------------------------------------- eight_queens
+
+
+def solve_eight_queens(data):
+    n = data["n"]
+    blocked = {tuple(x) for x in data["blocked"]}
+    fixed = {r: c for r, c in data["queens"]}
+
+    def place(r, cols):
+        if r == n:
+            return cols
+        options = [fixed[r]] if r in fixed else range(n)
+        for c in options:
+            if (r, c) in blocked or any(c == cc or abs(c - cc) == r - rr for rr, cc in enumerate(cols)):
+                continue
+            found = place(r + 1, cols + [c])
+            if found:
+                return found
+        return None
+
+    return str([[r, c] for r, c in enumerate(place(0, []))])
+
+
+@lru_cache(maxsize=None)
+def queen_solutions(n: int) -> tuple[tuple[int, ...], ...]:
+    """All solutions of the n-queens problem, as column tuples indexed by row."""
+    out = []
+
+    def place(cols):
+        r = len(cols)
+        if r == n:
+            out.append(tuple(cols))
+            return
+        for c in range(n):
+            if all(c != cc and abs(c - cc) != r - rr for rr, cc in enumerate(cols)):
+                place(cols + [c])
+
+    place([])
+    return tuple(out)
+
+
+class EightQueens(SymbenchTask):
+    name = "eight_queens"
+    kind = "planning"
+    solver = (solve_eight_queens,)
+
+    def make(self, rng, difficulty):
+        n = 7 + difficulty
+        cols = rng.choice(queen_solutions(n))
+        queens = sorted([r, cols[r]] for r in rng.sample(range(n), rng.randint(1, 2)))
+        free = [(r, c) for r in range(n) for c in range(n) if cols[r] != c]
+        blocked = sorted([r, c] for r, c in rng.sample(free, rng.randint(2, 4 + 2 * difficulty)))
+        data = {"n": n, "queens": queens, "blocked": blocked}
+        board = [["." for _ in range(n)] for _ in range(n)]
+        for r, c in queens:
+            board[r][c] = "Q"
+        for r, c in blocked:
+            board[r][c] = "X"
+        q = (
+            f"Place {n} queens on the {n}x{n} board below so that no two attack each other (same row, column or "
+            "diagonal). 'Q' marks queens already placed, which must stay; no queen may stand on an 'X'. Rows and "
+            f"columns are counted from 0.\n{chr(10).join(''.join(row) for row in board)}\n"
+            f"Any valid placement is accepted. Answer with the [row, column] of all {n} queens, like "
+            "<<<[[0, 3], [1, 5], ...]>>>."
+        )
+        return q, data, str([[r, c] for r, c in enumerate(cols)])
+
+    def check(self, answer, instance):
+        n = instance.data["n"]
+        cells = set(cell_pairs(answer))
+        if len(cells) != n or any(not (0 <= r < n and 0 <= c < n) for r, c in cells):
+            return 0.0
+        if {tuple(q) for q in instance.data["queens"]} - cells or cells & {tuple(b) for b in instance.data["blocked"]}:
+            return 0.0
+        for (r1, c1), (r2, c2) in itertools.combinations(cells, 2):
+            if r1 == r2 or c1 == c2 or abs(r1 - r2) == abs(c1 - c2):
+                return 0.0
+        return 1.0
+
+
+# ---------------------------------------------------------------- cryptanalysis
+
+
+def crack_feedback(guess, secret):
+    """(correct and in place, correct but elsewhere) for two-symbol guess and secret."""
+    exact = sum(g == s for g, s in zip(guess, secret))
+    return [exact, len(set(guess) & set(secret)) - exact]
+
+
+def solve_cryptanalysis(data):
+    answer = []
+    for part, alphabet in (("digit_clues", data["digits"]), ("letter_clues", data["letters"])):
+        for pair in itertools.permutations(alphabet, 2):
+            if all(crack_feedback(guess, pair) == fb for guess, fb in data[part]):
+                answer.extend(pair)
+                break
+    return str(answer)
+
+
+def feedback_text(feedback, noun):
+    exact, moved = feedback
+    parts = []
+    if exact:
+        parts.append(f"{exact} {noun}{'s are' if exact > 1 else ' is'} correct and in the correct position")
+    if moved:
+        parts.append(f"{moved} {noun}{'s are' if moved > 1 else ' is'} correct but in the wrong position")
+    if not parts:
+        parts.append(f"both {noun}s are incorrect")
+    elif exact + moved == 1:
+        parts.append(f"one {noun} is incorrect")
+    return "; ".join(parts)
+
+
+class Cryptanalysis(SymbenchTask):
+    name = "cryptanalysis"
+    kind = "execution"
+    solver = (crack_feedback, solve_cryptanalysis)
+
+    def make(self, rng, difficulty):
+        digits = "0123456789"
+        letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[: 6 + 4 * difficulty]
+        secret = rng.sample(digits, 2) + rng.sample(letters, 2)
+        clues = {}
+        for part, alphabet, truth in (("digit_clues", digits, secret[:2]), ("letter_clues", letters, secret[2:])):
+            candidates = list(itertools.permutations(alphabet, 2))
+            clues[part] = []
+            while len(candidates) > 1:
+                guess = rng.sample(alphabet, 2)
+                fb = crack_feedback(guess, truth)
+                kept = [c for c in candidates if crack_feedback(guess, c) == fb]
+                if len(kept) < len(candidates):
+                    clues[part].append(["".join(guess), fb])
+                    candidates = kept
+        data = {"digits": digits, "letters": letters, **clues}
+        rounds = list(itertools.zip_longest(clues["digit_clues"], clues["letter_clues"]))
+        lines = []
+        for i, (dg, lt) in enumerate(rounds):
+            dg = dg or [rng.choice([d + e for d, e in itertools.permutations(digits, 2)]), None]
+            lt = lt or [rng.choice([d + e for d, e in itertools.permutations(letters, 2)]), None]
+            dfb = dg[1] if dg[1] is not None else crack_feedback(dg[0], secret[:2])
+            lfb = lt[1] if lt[1] is not None else crack_feedback(lt[0], secret[2:])
+            lines.append(f"{i + 1}. Guess {dg[0]}{lt[0]}: {feedback_text(dfb, 'number')}; {feedback_text(lfb, 'letter')}.")
+        # padding guesses only add true information, so the clue lists in `data` stay sufficient
+        q = (
+            "Crack a 4-character password: two different digits followed by two different letters from "
+            f"{letters[0]}-{letters[-1]}. Feedback on each guess:\n{chr(10).join(lines)}\n"
+            "Answer with the four characters as a list, like <<<['3', '8', 'B', 'E']>>>."
+        )
+        return q, data, str(secret)
+
+    def check(self, answer, instance):
+        return float(chars_equal(answer, instance.answer, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+
+
+TASKS = [
+    PermutationsAndCombinations,
+    ConstrainedLinearArrangement,
+    LogicPuzzle,
+    LetterLogicDiagram,
+    StandardSudoku,
+    EightQueens,
+    Cryptanalysis,
+]

@@ -1,0 +1,182 @@
+"""The 33 SymBench tasks: deterministic generation, verifiers that accept gold answers and
+reject corrupted ones, reference programs that solve their instances when run, and the
+planning validators judging plans by the rules rather than by string match."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from r1ci.tasks.base import KINDS, Instance, Task
+from r1ci.tasks.symbench import SYMBENCH_TASKS
+from r1ci.tasks.symbench.constraints import EightQueens, queen_solutions
+from r1ci.tasks.symbench.planning import Blocksworld, BoxLift, BoxNet, PathPlan
+from r1ci.tasks.symbench.arithmetic import Game24
+from r1ci.tasks.symbench.constraints import StandardSudoku
+
+PAPER_NAMES = {
+    "permutations_and_combinations", "logical_equation", "combinatorial_calculation", "eight_queens", "pooling",
+    "reversi", "light_puzzles", "new_operator", "mahjong_pattern", "statistical_counting", "synthesis_decomposition",
+    "2048", "matrix_transformation", "pattern_recognition", "constrained_linear_arrangement", "string_synthesis",
+    "logic_puzzle", "string_insertion", "letter_logic_diagram", "standard_sudoku", "string_deletion_and_modification",
+    "string_splitting", "cryptanalysis", "number_multiply", "letters", "game24", "path_plan", "blocksworld",
+    "boxlift", "boxnet", "gsm", "counting_and_probability", "geometry",
+}  # fmt: skip
+
+_CACHE: dict[tuple[str, int, int], list[Instance]] = {}
+
+
+def instances(task: Task, seed: int, n: int = 200) -> list[Instance]:
+    key = (task.name, seed, n)
+    if key not in _CACHE:
+        _CACHE[key] = task.generate(seed, n)
+    return _CACHE[key]
+
+
+def corrupt(answer: str) -> str:
+    """The answer with its first digit (or else first letter) changed."""
+    m = re.search(r"\d", answer) or re.search(r"[A-Za-z]", answer)
+    ch = m.group()
+    new = str((int(ch) + 1) % 10) if ch.isdigit() else ("b" if ch.lower() == "a" else "a")
+    return answer[: m.start()] + new + answer[m.end() :]
+
+
+def test_all_33_paper_tasks_are_listed_once_with_family_and_kind():
+    assert {t.name for t in SYMBENCH_TASKS} == PAPER_NAMES and len(SYMBENCH_TASKS) == 33
+    assert all(t.family == "symbench" and t.kind in KINDS for t in SYMBENCH_TASKS)
+
+
+@pytest.fixture(params=SYMBENCH_TASKS, ids=lambda t: t.name)
+def task(request) -> Task:
+    return request.param()
+
+
+def test_generation_is_deterministic_by_seed_with_200_distinct_questions(task):
+    first = instances(task, 0)
+    again = task.generate(0, 200)
+    assert [(x.question, x.answer, x.data) for x in first] == [(x.question, x.answer, x.data) for x in again]
+    assert len({x.question for x in first}) == 200
+    assert [x.id for x in first[:2]] == [f"{task.name}/0/0", f"{task.name}/0/1"]
+    other = instances(task, 1, 20)
+    assert [x.question for x in other] != [x.question for x in first[:20]]
+    assert "<<<" in first[0].question  # every question states the answer format
+
+
+def test_gold_answers_score_one_and_corrupted_answers_less(task):
+    for inst in instances(task, 0)[:50]:
+        assert inst.answer is not None
+        assert task.score(inst.answer, inst) == 1.0, (inst.question, inst.answer)
+        assert task.score(corrupt(inst.answer), inst) < 1.0, (inst.question, inst.answer, corrupt(inst.answer))
+
+
+@pytest.mark.parametrize("garbage", [None, "", "   ", "banana", "[[[", "{'a': 1}", "__import__('os').getcwd()", "1/0"])
+def test_none_and_garbage_score_zero_without_raising(task, garbage):
+    inst = instances(task, 0)[0]
+    assert task.score(garbage, inst) == 0.0
+
+
+def test_reference_solution_prints_an_answer_that_scores_one(task):
+    for inst in instances(task, 0)[:3]:
+        code = task.reference_solution(inst)
+        assert code is not None
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert task.score(run.stdout.strip(), inst) == 1.0, (inst.question, run.stdout)
+
+
+def test_difficulty_makes_instances_larger(task):
+    easy, hard = task.generate(3, 5, difficulty=1), task.generate(3, 5, difficulty=2)
+    assert sum(len(x.question) for x in hard) > sum(len(x.question) for x in easy) * 0.9
+    assert [x.question for x in easy] != [x.question for x in hard]
+
+
+# ---------------------------------------------------------------- planning validators
+
+
+def _instance(task: Task, data: dict) -> Instance:
+    return Instance(task.name, 0, 0, "handmade", None, data)
+
+
+def test_blocksworld_accepts_any_legal_plan_within_the_limit_and_rejects_illegal_moves():
+    task = Blocksworld()
+    inst = _instance(task, {"initial": ["AB", "C", ""], "goal": ["", "", "CBA"], "max_moves": 4})
+    assert task.score("Move C from 2 to 3\nMove B from 1 to 3\nMove A from 1 to 3", inst) == 1.0
+    assert task.score("Move B from 1 to 2\nMove C from 2 to 3\nMove B from 2 to 3\nMove A from 1 to 3", inst) == 0.0
+    assert task.score("move C from 2 to 3; move B from 1 to 2; move B from 2 to 3; move A from 1 to 3", inst) == 1.0
+    assert task.score("Move A from 1 to 3\nMove C from 2 to 3\nMove B from 1 to 3", inst) == 0.0  # A is under B
+    assert task.score("Move C from 2 to 3\nMove B from 1 to 3", inst) == 0.0  # goal not reached
+    long_plan = "Move C from 2 to 1\nMove C from 1 to 3\nMove B from 1 to 2\nMove B from 2 to 3\nMove A from 1 to 3"
+    assert task.score(long_plan, inst) == 0.0  # legal but over the move limit
+
+
+def test_eight_queens_accepts_every_valid_placement_and_rejects_attacks():
+    task = EightQueens()
+    inst = _instance(task, {"n": 8, "queens": [], "blocked": [[0, 0]]})
+    valid = [cols for cols in queen_solutions(8) if cols[0] != 0]
+    assert len(valid) > 10
+    for cols in valid[:5]:
+        assert task.score(str([[r, c] for r, c in enumerate(cols)]), inst) == 1.0
+    attacking = [[r, r] for r in range(8)]
+    assert task.score(str(attacking), inst) == 0.0
+    on_blocked = next(cols for cols in queen_solutions(8) if cols[0] == 0)
+    assert task.score(str([[r, c] for r, c in enumerate(on_blocked)]), inst) == 0.0
+
+
+def test_sudoku_check_accepts_any_layout_and_rejects_changed_givens():
+    task = StandardSudoku()
+    inst = task.generate(5, 1)[0]
+    rows = [re.findall(r"\d", row) for row in re.findall(r"\[[^\[\]]*\]", inst.answer)]
+    as_strings = "\n".join("".join(r) for r in rows)
+    assert task.score(as_strings, inst) == 1.0
+    swapped = as_strings.translate(str.maketrans("12", "21"))  # still a valid grid, but givens change
+    assert task.score(swapped, inst) == 0.0
+
+
+def test_game24_judges_the_expression_not_the_string():
+    task = Game24()
+    inst = _instance(task, {"numbers": [3, 3, 8, 8], "target": 24})
+    assert task.score("8 / (3 - 8 / 3)", inst) == 1.0
+    assert task.score("8/(3-8/3) = 24", inst) == 1.0
+    assert task.score("8 * 3 + 3 - 3", inst) == 0.0  # numbers not used exactly once
+    assert task.score("(8 + 8) + 3 + 3", inst) == 0.0  # 22
+    assert task.score("__import__('os').system('echo hi')", inst) == 0.0
+    assert task.score("8 ** 3 / 8 / 3", inst) == 0.0  # powers are not allowed
+
+
+def test_path_plan_accepts_any_shortest_route_and_rejects_walls_and_jumps():
+    task = PathPlan()
+    inst = _instance(task, {"grid": ["...", ".#.", "..."], "start": [0, 0], "goals": [[2, 2]], "max_moves": 4})
+    assert task.score("[[0,0],[0,1],[0,2],[1,2],[2,2]]", inst) == 1.0
+    assert task.score("[(0, 0), (1, 0), (2, 0), (2, 1), (2, 2)]", inst) == 1.0
+    assert task.score("[[0,0],[0,1],[1,1],[2,1],[2,2]]", inst) == 0.0  # through the wall
+    assert task.score("[[0,0],[1,1],[2,2]]", inst) == 0.0  # diagonal steps
+    assert task.score("[[0,0],[0,1],[0,2],[1,2]]", inst) == 0.0  # goal not reached
+
+
+def test_boxlift_accepts_other_team_choices_and_rejects_overloads():
+    task = BoxLift()
+    inst = _instance(task, {"weights": [100, 50, 30], "capacities": [60, 50, 40], "max_steps": 2})
+    assert task.score("[[[0, [0, 2]], [1, [1]]], [[2, [0]]]]", inst) == 1.0
+    assert task.score("[[[0, [0, 1]], [2, [2]]], [[1, [0]]]]", inst) == 1.0
+    assert task.score("[[[0, [0]], [1, [1]], [2, [2]]]]", inst) == 0.0  # 60 cannot lift 100
+    assert task.score("[[[0, [0, 2]], [1, [2]]], [[2, [0]]]]", inst) == 0.0  # lifter 2 used twice in a step
+    assert task.score("[[[0, [0, 2]]], [[1, [1]]], [[2, [0]]]]", inst) == 0.0  # over the step limit
+
+
+def test_boxnet_accepts_parallel_or_sequential_plans_and_rejects_two_actions_per_agent():
+    task = BoxNet()
+    data = {"rows": 2, "cols": 2, "boxes": {"box_red": [0, 0], "box_blue": [1, 1]},
+            "targets": {"box_red": [0, 1], "box_blue": [1, 0]}, "max_steps": 4}  # fmt: skip
+    inst = _instance(task, data)
+    parallel = "[[['box_red', [0, 1]], ['box_blue', [1, 0]]], [['box_red', 'target'], ['box_blue', 'target']]]"
+    assert task.score(parallel, inst) == 1.0
+    sequential = "[[['box_red', [0, 1]]], [['box_red', 'target']], [['box_blue', [0, 1]]], [['box_blue', [0, 0]]]]"
+    assert task.score(sequential, inst) == 0.0  # legal moves, but blue never reaches its target
+    assert task.score("[[['box_red', [1, 1]]]]", inst) == 0.0  # not adjacent
+    data2 = dict(data, boxes={"box_red": [0, 0], "box_blue": [0, 0]}, targets={"box_red": [0, 0], "box_blue": [0, 0]})
+    inst2 = _instance(task, data2)
+    assert task.score("[[['box_red', 'target'], ['box_blue', 'target']]]", inst2) == 0.0  # one agent, two actions
+    assert task.score("[[['box_red', 'target']], [['box_blue', 'target']]]", inst2) == 1.0
