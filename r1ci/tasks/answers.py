@@ -54,12 +54,14 @@ def parse_number(text: str) -> Fraction | float | None:
 
 
 def same_number(answer: str, gold: str, rel_tol: float = 1e-6) -> bool:
-    """True when both parse as numbers that agree to `rel_tol` (relative; exact for integers)."""
+    """True when both parse as numbers that agree to `rel_tol` (relative); integers must be equal."""
     a, g = parse_number(answer), parse_number(gold)
     if a is None or g is None:
         return False
     if a == g:
         return True
+    if isinstance(a, Fraction) and isinstance(g, Fraction) and a.denominator == g.denominator == 1:
+        return False
     return math.isclose(float(a), float(g), rel_tol=rel_tol, abs_tol=1e-12)
 
 

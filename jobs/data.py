@@ -1,0 +1,143 @@
+"""The task suite from the command line: list, preview, export, and fetch BIG-bench data.
+
+    python jobs/data.py list [--json] [--family bbh] [--split test]
+    python jobs/data.py show TASK [-n 3] [--seed 0]
+    python jobs/data.py build [--out data/suite] [-n 200]       # train.parquet, test.parquet
+    python jobs/data.py fetch-bbh [--from bigbench-1.0.0.tar.gz]  # once, for 24 BBH tasks
+
+Every subcommand also takes `--config FILE` and dotted overrides (model.data_dir=...,
+tasks.seed=..., tasks.instances_per_task=...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from r1ci.config import ConfigError, ModelConfig, add_cli, from_cli
+from r1ci.tasks import FAMILIES, KINDS, UnknownTaskError, generate_instances, get_task, list_tasks
+from r1ci.tasks.bbh import data_dir
+
+console = Console(stderr=True)
+
+
+def cmd_list(args, cfg) -> None:
+    infos = list_tasks(family=args.family, split=args.split, kind=args.kind)
+    if args.json:
+        print(json.dumps([{"name": i.name, "family": i.family, "split": i.split, "kind": i.kind} for i in infos]))
+        return
+    table = Table(title=f"{len(infos)} tasks")
+    for col in ("name", "family", "split", "kind"):
+        table.add_column(col)
+    for i in infos:
+        table.add_row(i.name, i.family, i.split, i.kind)
+    Console().print(table)
+
+
+def cmd_show(args, cfg) -> None:
+    task = get_task(args.task)
+    seed = cfg.tasks.seed if args.seed is None else args.seed
+    out = Console()
+    for inst in generate_instances(task.name, seed, args.n):
+        out.rule(f"{inst.id}  ({task.family}, {task.kind})")
+        out.print(inst.question, markup=False, highlight=False)
+        out.print(f"[bold]gold:[/bold] {inst.answer if inst.answer is not None else '(checked by a validator)'}")
+        ref = task.reference_solution(inst)
+        if ref:
+            out.print("[bold]reference solution:[/bold]")
+            out.print(ref, markup=False, highlight=False)
+        if inst.metadata:
+            out.print(f"[dim]metadata: {json.dumps(inst.metadata)[:300]}[/dim]")
+
+
+def cmd_build(args, cfg) -> None:
+    from r1ci.tasks.export import build
+
+    n = args.n or cfg.tasks.instances_per_task
+    tasks = [get_task(t).name for t in args.tasks] if args.tasks else None
+    total = len(tasks) if tasks else len(list_tasks())
+    start = time.time()
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        bar = progress.add_task("building", total=total)
+        manifest = build(args.out, cfg.tasks.seed, n, tasks, on_task=lambda name: progress.update(bar, advance=1, description=name))
+    for split, info in manifest["splits"].items():
+        short = sorted(t for t, c in info["tasks"].items() if c < n)
+        note = f"; fewer than {n} in {', '.join(short)} (small sources)" if short else ""
+        console.print(f"{split}: {info['rows']} rows from {len(info['tasks'])} tasks -> {Path(args.out) / info['file']}{note}")
+    console.print(f"split {manifest['split_version']}, {time.time() - start:.1f} s")
+
+
+def cmd_fetch_bbh(args, cfg) -> None:
+    from r1ci.tasks.bigbench_fetch import fetch_bigbench, missing_files
+
+    root = data_dir()
+    if not args.force and not missing_files(root):
+        console.print(f"BIG-bench task files already in {root / 'bigbench'}; nothing to do")
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as progress:
+        bar = progress.add_task("downloading bigbench-1.0.0.tar.gz" if not args.from_file else "extracting", total=None)
+        written = fetch_bigbench(
+            root,
+            tarball=Path(args.from_file) if args.from_file else None,
+            force=args.force,
+            progress=lambda done, total: progress.update(bar, completed=done, total=total or None),
+        )
+    console.print(f"wrote {len(written)} task files under {root / 'bigbench'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="the 144 tasks with family, split and kind")
+    p.add_argument("--json", action="store_true", help="print a JSON array of {name, family, split, kind}")
+    p.add_argument("--family", choices=FAMILIES)
+    p.add_argument("--split", choices=("train", "test"))
+    p.add_argument("--kind", choices=KINDS)
+    p.set_defaults(run=cmd_list)
+
+    p = sub.add_parser("show", help="preview instances of one task")
+    p.add_argument("task")
+    p.add_argument("-n", type=int, default=3, help="instances to show")
+    p.add_argument("--seed", type=int, default=None, help="generation seed (default tasks.seed)")
+    p.set_defaults(run=cmd_show)
+
+    p = sub.add_parser("build", help="write train.parquet and test.parquet")
+    p.add_argument("--out", default="data/suite", help="output directory")
+    p.add_argument("-n", type=int, default=0, help="instances per task (default tasks.instances_per_task)")
+    p.add_argument("--tasks", nargs="+", help="only these tasks (each still goes to its own split)")
+    p.set_defaults(run=cmd_build)
+
+    p = sub.add_parser("fetch-bbh", help="fetch the BIG-bench task files for 24 BBH tasks")
+    p.add_argument("--from", dest="from_file", help="use this local bigbench-1.0.0.tar.gz instead of downloading")
+    p.add_argument("--force", action="store_true", help="extract again even if the files are present")
+    p.set_defaults(run=cmd_fetch_bbh)
+
+    for p in sub.choices.values():
+        add_cli(p)
+    args = parser.parse_args(argv)
+    try:
+        cfg = from_cli(args)
+        # BBH tasks read R1CI_DATA_DIR; a data_dir set in the config wins over the environment.
+        if cfg.model.data_dir != ModelConfig().data_dir or "R1CI_DATA_DIR" not in os.environ:
+            os.environ["R1CI_DATA_DIR"] = str(Path(cfg.model.data_dir).expanduser())
+        args.run(args, cfg)
+    except (ConfigError, UnknownTaskError, ValueError, RuntimeError) as exc:
+        console.print(Text("error: ", style="red") + Text(str(exc)))
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

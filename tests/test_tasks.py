@@ -1,0 +1,263 @@
+"""The 144-task suite: every task generates deterministically and verifies its own gold answers.
+
+BBH tasks built from BIG-bench data read a small fixture in the same schema
+(tests/fixtures/bigbench); one test reads the real fetched files and is skipped when they
+are absent. The per-task check uses a few instances per task to stay fast; the
+"200 distinct instances" guarantee is checked on a fixed sample of cheap generators here
+and measured for all 144 by `python jobs/data.py build` (its manifest lists counts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from r1ci.config import ModelConfig
+from r1ci.tasks import (
+    SPLIT_VERSION,
+    UnknownTaskError,
+    generate_instances,
+    get_task,
+    list_tasks,
+    resolve_task_names,
+    score_answer,
+    suite_names,
+)
+from r1ci.tasks.answers import parse_number
+from r1ci.tasks.split import TEST_TASKS
+from r1ci.tasks.toy import run_program
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_DATA = ROOT / "tests" / "fixtures"
+REAL_DATA = Path(os.environ.get("R1CI_DATA_DIR") or ModelConfig().data_dir).expanduser()
+SEED, N = 3, 3
+
+
+@pytest.fixture(autouse=True)
+def bigbench_fixture(monkeypatch):
+    """BBH data-built tasks read the small fixture unless a test points elsewhere."""
+    monkeypatch.setenv("R1CI_DATA_DIR", str(FIXTURE_DATA))
+
+
+_FLIPS = {"true": "False", "false": "True", "yes": "No", "no": "Yes", "valid": "invalid", "invalid": "valid"}
+
+
+def corrupt(answer: str, validated: bool = False) -> str:
+    """A plausible-looking wrong answer.
+
+    Validated answers (plans, boards: many are right) lose their second half. Others get
+    the other yes/no, another option letter, n+1, or their first digit or letter changed
+    (the first, not the last: verifiers rightly allow rounding and equivalent endings).
+    """
+    s = answer.strip()
+    if validated:
+        return s[: len(s) // 2]
+    if s.lower() in _FLIPS:
+        return _FLIPS[s.lower()]
+    m = re.fullmatch(r"\(([A-Z])\)", s)
+    if m:
+        return "(B)" if m.group(1) == "A" else "(A)"
+    number = parse_number(s)
+    if number is not None:
+        return str(number + 1)
+    alnum = [i for i, c in enumerate(s) if c.isalnum()]
+    if not alnum:
+        return s + "x"
+    i, c = alnum[0], s[alnum[0]]
+    new = str((int(c) + 1) % 10) if c.isdigit() else ("y" if c.lower() == "z" else chr(ord(c.lower()) + 1))
+    return s[:i] + (new.upper() if c.isupper() else new) + s[i + 1 :]
+
+
+def reference_answer(name: str, inst) -> str | None:
+    program = get_task(name).reference_solution(inst)
+    return run_program(program) if program else None
+
+
+# --------------------------------------------------------------------------- the 144
+
+
+def test_suite_has_144_tasks_split_107_37_by_family():
+    infos = list_tasks()
+    assert len(infos) == len(suite_names()) == 144
+    assert len({i.name for i in infos}) == 144
+    by_family = {f: [i for i in infos if i.family == f] for f in ("symbench", "bbh", "reasoning_gym")}
+    assert {f: len(v) for f, v in by_family.items()} == {"symbench": 33, "bbh": 27, "reasoning_gym": 84}
+    assert len(list_tasks(split="train")) == 107 and len(list_tasks(split="test")) == 37
+    assert {f: sum(i.split == "test" for i in v) for f, v in by_family.items()} == {"symbench": 9, "bbh": 7, "reasoning_gym": 21}
+    assert TEST_TASKS <= set(suite_names()), "every test-split name is a suite task"
+    assert {i.kind for i in infos} == {"execution", "planning", "reasoning"}
+    assert SPLIT_VERSION
+
+
+@pytest.mark.parametrize("name", suite_names())
+def test_task_generates_deterministically_and_verifies_gold(name):
+    task = get_task(name)
+    first = task.generate(SEED, N)
+    again = task.generate(SEED, N)
+    assert [(i.id, i.question, i.answer, i.data) for i in first] == [(i.id, i.question, i.answer, i.data) for i in again]
+    assert len(first) == N and len({i.question for i in first}) == N
+    assert [i.id for i in first] == [f"{name}/{SEED}/{k}" for k in range(N)]
+    json.dumps([i.data for i in first]), json.dumps([i.metadata for i in first])  # serializable
+    for inst in first:
+        ref = reference_answer(name, inst)
+        gold = inst.answer if inst.answer is not None else ref
+        assert gold is not None, f"{inst.id}: neither a gold answer nor a reference solution"
+        assert score_answer(name, gold, inst) == 1.0, f"{inst.id}: gold {gold!r} rejected"
+        assert score_answer(name, f"Done.\n<<<{gold}>>>", inst) == 1.0
+        if ref is not None:
+            assert score_answer(name, ref, inst) == 1.0, f"{inst.id}: reference output {ref!r} rejected"
+        bad = corrupt(re.sub(r"^<<<(.*)>>>$", r"\1", gold.strip(), flags=re.S), validated=inst.answer is None)
+        assert score_answer(name, bad, inst) < 1.0, f"{inst.id}: corrupted {bad!r} accepted (gold {gold!r})"
+        assert score_answer(name, None, inst) == 0.0
+        assert score_answer(name, "", inst) < 1.0
+
+
+# A sample of generators cheap enough to ask for 200: the procedural BBH tasks, the toy,
+# and Reasoning-Gym datasets that repeat questions often (coin_flip, self_reference, prime_factorization).
+CHEAP_200 = ["boolean_expressions", "multistep_arithmetic_two", "web_of_lies", "toy_run_code", "coin_flip",
+             "self_reference", "prime_factorization", "gcd", "largest_island"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", CHEAP_200)
+def test_cheap_generators_give_200_distinct_questions(name):
+    questions = [i.question for i in generate_instances(name, 0, 200)]
+    assert len(set(questions)) == 200
+
+
+def test_instance_ids_name_the_same_question_whatever_n():
+    small, large = generate_instances("acre", 5, 2), generate_instances("acre", 5, 6)
+    assert [i.question for i in small] == [i.question for i in large[:2]]
+
+
+def test_generation_differs_by_seed():
+    for name in ("web_of_lies", "chain_sum", "toy_run_code"):
+        assert generate_instances(name, 0, 3)[0].question != generate_instances(name, 1, 3)[0].question
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_unknown_task_lists_close_matches():
+    with pytest.raises(UnknownTaskError, match=r"unknown task 'logical_deduction_5_objects'.*logical_deduction_five_objects"):
+        get_task("logical_deduction_5_objects")
+    with pytest.raises(UnknownTaskError, match="jobs/data.py list"):
+        get_task("qqqqqq")
+
+
+def test_list_filters_reject_unknown_values():
+    assert all(i.family == "bbh" and i.split == "test" for i in list_tasks(family="bbh", split="test"))
+    with pytest.raises(ValueError, match="unknown family 'bigbench'.*symbench, bbh, reasoning_gym"):
+        list_tasks(family="bigbench")
+
+
+def test_resolve_expands_splits_and_keeps_order_without_repeats():
+    train = resolve_task_names(["train"])
+    assert len(train) == 107 and not set(train) & TEST_TASKS
+    names = resolve_task_names(["toy_run_code", "test", "game24", "toy_run_code"])
+    assert names[0] == "toy_run_code" and len(names) == 38 and set(names[1:]) == set(TEST_TASKS)
+    with pytest.raises(UnknownTaskError):
+        resolve_task_names(["train", "nope_task"])
+
+
+def test_toy_task_is_reachable_but_not_in_the_suite():
+    assert "toy_run_code" not in suite_names()
+    inst = generate_instances("toy_run_code", 0, 1)[0]
+    assert inst.answer == run_program(get_task("toy_run_code").reference_solution(inst))
+    assert "print(" in inst.question and "<<<" in inst.question
+
+
+def test_score_reads_the_last_answer_of_a_response_and_survives_garbage():
+    inst = generate_instances("prime_factorization", 0, 1)[0]
+    assert score_answer("prime_factorization", f"<<<1>>> then fixed: <<<{inst.answer}>>>", inst) == 1.0
+    assert score_answer("prime_factorization", "<<<no idea>>>", inst) == 0.0  # its verifier raises here
+    assert score_answer("prime_factorization", "no answer marker at all ><", inst) == 0.0
+
+
+def test_bbh_choice_answers_are_lenient_about_format():
+    inst = generate_instances("date_understanding", 0, 1)[0]
+    letter, option = inst.data["letter"], inst.data["option"]
+    for good in (letter, f"({letter})", f"({letter}) {option}", option, f"{letter.lower()}"):
+        assert score_answer("date_understanding", good, inst) == 1.0, good
+    other = "A" if letter != "A" else "B"
+    assert score_answer("date_understanding", other, inst) == 0.0
+
+
+def test_bbh_dyck_is_strict_about_symbols_not_spacing():
+    inst = generate_instances("dyck_languages", 0, 1)[0]
+    assert score_answer("dyck_languages", "  ".join(inst.answer.split()), inst) == 1.0
+    assert score_answer("dyck_languages", inst.answer + " )", inst) == 0.0
+
+
+def test_bbh_without_data_says_how_to_fetch(monkeypatch, tmp_path):
+    monkeypatch.setenv("R1CI_DATA_DIR", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"python jobs/data.py fetch-bbh") as err:
+        get_task("snarks").generate(0, 1)
+    assert "\n" not in str(err.value)
+    assert len(get_task("web_of_lies").generate(0, 2)) == 2  # procedural tasks need no data
+
+
+# Pool sizes of the real BIG-bench files after dedup (BBH itself uses <= 250 per task).
+SMALL_SOURCES = {"causal_judgement": 186, "penguins_in_a_table": 149, "snarks": 181}
+
+
+@pytest.mark.skipif(
+    not (REAL_DATA / "bigbench" / "snarks" / "task.json").is_file(),
+    reason=f"BIG-bench data not fetched into {REAL_DATA} (run `python jobs/data.py fetch-bbh`)",
+)
+def test_bbh_on_real_bigbench_data(monkeypatch):
+    monkeypatch.setenv("R1CI_DATA_DIR", str(REAL_DATA))
+    for info in list_tasks(family="bbh"):
+        insts = get_task(info.name).generate(0, 200)
+        want = SMALL_SOURCES.get(info.name, 200)
+        assert len(insts) == want and len({i.question for i in insts}) == want, info.name
+        assert all(get_task(info.name).score(i.answer, i) == 1.0 for i in insts[:50]), info.name
+    q = generate_instances("hyperbaton", 0, 1)[0].question
+    assert q.startswith("Which sentence has the correct adjective order:\nOptions:\n(A) ")
+
+
+# --------------------------------------------------------------------------- export and CLI
+
+
+def test_export_keeps_test_tasks_out_of_training_data(tmp_path):
+    import pyarrow.parquet as pq
+
+    from r1ci.tasks.export import build
+
+    manifest = build(tmp_path, SEED, N)
+    train = pq.read_table(tmp_path / "train.parquet").to_pylist()
+    test = pq.read_table(tmp_path / "test.parquet").to_pylist()
+    assert {r["task"] for r in train} == set(resolve_task_names(["train"]))
+    assert {r["task"] for r in test} == set(TEST_TASKS)
+    assert not {r["task"] for r in train} & TEST_TASKS
+    assert not {r["question"] for r in train} & {r["question"] for r in test}
+    assert len(manifest["splits"]["train"]["tasks"]) == 107 and len(manifest["splits"]["test"]["tasks"]) == 37
+    assert manifest["split_version"] == SPLIT_VERSION and len(train) == 107 * N
+
+
+def _run_data(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "R1CI_DATA_DIR": str(FIXTURE_DATA)}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "data.py"), *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
+
+
+def test_data_list_json_prints_144_tasks():
+    out = _run_data("list", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert len(rows) == 144 and all(set(r) == {"name", "family", "split", "kind"} for r in rows)
+    assert {r["family"] for r in rows} == {"symbench", "bbh", "reasoning_gym"}
+    assert {r["split"] for r in rows} == {"train", "test"} and {r["kind"] for r in rows} == {"execution", "planning", "reasoning"}
+
+
+def test_data_show_previews_and_names_unknown_tasks():
+    out = _run_data("show", "web_of_lies", "-n", "2")
+    assert out.returncode == 0 and "web_of_lies/0/1" in out.stdout and "reference solution" in out.stdout
+    bad = _run_data("show", "web_of_lie")
+    assert bad.returncode == 2 and "unknown task 'web_of_lie'" in bad.stderr and "web_of_lies" in bad.stderr
