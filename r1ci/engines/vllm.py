@@ -5,6 +5,10 @@ have no request in flight while the others keep decoding. Logprobs are vLLM's
 "processed_logprobs": log_softmax(logits / T) of the sampled token (renormalized to the
 top-p nucleus when top_p < 1), what the learner recomputes when top_p = 1.
 
+AsyncLLM binds itself to the event loop it first runs in, so it lives on its own loop in a
+background thread and `generate` may be awaited from any loop (a Ray actor's, or several
+`asyncio.run` calls in a script).
+
 New weights reach the worker through `collective_rpc` as one bytes blob plus a header (numpy
 arrays in rpc arguments arrive as lists), and load with the model runner's
 `reload_weights`, the path that works on vLLM's CPU build (see ENVIRONMENT.md).
@@ -12,8 +16,10 @@ arrays in rpc arguments arrive as lists), and load with the model runner's
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
+import threading
 import uuid
 from typing import Iterable
 
@@ -74,13 +80,25 @@ class VLLMEngine:
             logprobs_mode="processed_logprobs",
             disable_log_stats=True,
         )
-        self.engine = AsyncLLM.from_engine_args(args)
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="vllm-engine-loop", daemon=True).start()
+
+        async def start() -> AsyncLLM:
+            return AsyncLLM.from_engine_args(args)
+
+        self.engine = asyncio.run_coroutine_threadsafe(start(), self._loop).result()
         self.max_model_len = self.engine.model_config.max_model_len
         self._clock = BusyClock()
         self._stats = EngineStats()
 
+    async def _on_engine_loop(self, coro):
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
     async def generate(self, prompt_ids: list[int], sampling: Sampling) -> Completion:
         """Continue `prompt_ids` as one vLLM request; vLLM batches it with all others in flight."""
+        return await self._on_engine_loop(self._generate(prompt_ids, sampling))
+
+    async def _generate(self, prompt_ids: list[int], sampling: Sampling) -> Completion:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -124,8 +142,12 @@ class VLLMEngine:
     async def load_weights(self, weights: Iterable[tuple[str, np.ndarray]], version: int) -> None:
         """Reload HF-named numpy arrays in every worker, then drop the prefix cache built on the old weights."""
         header, blob = pack_weights(weights)
-        await self.engine.collective_rpc(_reload_in_worker, args=(header, blob))
-        await self.engine.reset_prefix_cache()
+
+        async def reload() -> None:
+            await self.engine.collective_rpc(_reload_in_worker, args=(header, blob))
+            await self.engine.reset_prefix_cache()
+
+        await self._on_engine_loop(reload())
         self._stats.weight_version = version
 
     def stats(self) -> EngineStats:
@@ -134,3 +156,5 @@ class VLLMEngine:
 
     def shutdown(self) -> None:
         self.engine.shutdown()
+        self.engine = None  # collected now, not at interpreter exit where its __del__ fails noisily
+        self._loop.call_soon_threadsafe(self._loop.stop)

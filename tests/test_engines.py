@@ -1,0 +1,174 @@
+"""Both engines with the real tiny model: stop strings, logprobs against a transformers forward,
+continuous batching, seeded sampling, weight loading. One vLLM engine serves the whole module."""
+
+import asyncio
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from r1ci.config import Config
+from r1ci.engines import Sampling, make_engine
+
+QUESTIONS = ["hi", "What is 3 + 4? Let me compute it with Python.", "Sort the following words: apple banana"]
+
+
+def chat_ids(tokenizer, question):
+    return tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, return_dict=False)
+
+
+def reference_logprobs(model, prompt, completion):
+    """log_softmax(logits) of the completion's tokens from one plain forward (temperature 1)."""
+    ids = torch.tensor([prompt + completion.token_ids])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(prompt) - 1 : -1].float()
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(completion.token_ids)[:, None])[:, 0]
+
+
+@pytest.fixture(scope="module")
+def reference_model(tiny_model_dir):
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+def engine_config(backend):
+    cfg = Config()
+    cfg.generator.backend = backend
+    cfg.generator.max_model_len = 512
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def hf_engine(tiny_model_dir):
+    return make_engine(engine_config("hf"), tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def vllm_engine(tiny_model_dir):
+    engine = make_engine(engine_config("vllm"), tiny_model_dir)
+    yield engine
+    engine.shutdown()
+
+
+def test_choosing_the_hf_engine_never_imports_vllm(tiny_model_dir):
+    code = (
+        "import sys; from r1ci.config import Config; from r1ci.engines import make_engine\n"
+        "cfg = Config(); cfg.generator.backend = 'hf'\n"
+        f"make_engine(cfg, {tiny_model_dir!r})\n"
+        "assert not [m for m in sys.modules if m.startswith('vllm')]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def check_generation(engine, model):
+    """Concurrent requests of different lengths: logprobs match a plain forward, stops and seeds hold."""
+    tok = engine.tokenizer
+    prompts = [chat_ids(tok, q) for q in QUESTIONS]
+
+    async def batch(samplings):
+        return await asyncio.gather(*(engine.generate(p, s) for p, s in zip(prompts, samplings)))
+
+    outs = asyncio.run(batch([Sampling(1.0, 1.0, 20 + 15 * i, seed=i) for i in range(3)]))
+    for i, (p, out) in enumerate(zip(prompts, outs)):
+        assert out.finish_reason in ("length", "eos")
+        assert len(out.token_ids) == len(out.logprobs) <= 20 + 15 * i
+        assert torch.allclose(reference_logprobs(model, p, out), torch.tensor(out.logprobs), atol=2e-4)
+    # the same seeds give the same tokens
+    assert [o.token_ids for o in asyncio.run(batch([Sampling(1.0, 1.0, 20 + 15 * i, seed=i) for i in range(3)]))] == [o.token_ids for o in outs]
+    # a stop string taken from that output ends generation there, and is kept in the text
+    longest = outs[-1]
+    text = tok.decode(longest.token_ids, skip_special_tokens=True)
+    stop = text[len(text) // 2 : len(text) // 2 + 3]
+    stopped = asyncio.run(engine.generate(prompts[-1], Sampling(1.0, 1.0, 50, stop=(stop, "\n```\n"), seed=2)))
+    assert stopped.finish_reason == "stop" and stopped.stop_str == stop
+    assert stop in stopped.text and stop not in tok.decode(stopped.token_ids[:-1], skip_special_tokens=True)
+    assert stopped.token_ids == longest.token_ids[: len(stopped.token_ids)]
+    # temperature scales the logprobs: log_softmax(logits / T)
+    cold = asyncio.run(engine.generate(prompts[0], Sampling(0.7, 1.0, 10, seed=5)))
+    ids = torch.tensor([prompts[0] + cold.token_ids])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(prompts[0]) - 1 : -1].float() / 0.7
+    expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(cold.token_ids)[:, None])[:, 0]
+    assert torch.allclose(expected, torch.tensor(cold.logprobs), atol=2e-4)
+    assert engine.stats().generated_tokens > 0 and engine.stats().tokens_per_s > 0
+
+
+def check_weight_loading(engine, model):
+    """New weights change the output distribution; the old ones bring it back exactly."""
+    tok = engine.tokenizer
+    prompt = chat_ids(tok, QUESTIONS[1])
+    sampling = Sampling(1.0, 1.0, 12, seed=11)
+    before = asyncio.run(engine.generate(prompt, sampling))
+    original = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    changed = {k: (v + rng.normal(0, 0.5, v.shape)).astype(np.float32) if v.ndim == 2 else v for k, v in original.items()}
+    asyncio.run(engine.load_weights(list(changed.items()), version=3))
+    after = asyncio.run(engine.generate(prompt, sampling))
+    assert engine.stats().weight_version == 3
+    assert after.logprobs != pytest.approx(before.logprobs, abs=1e-3)
+    asyncio.run(engine.load_weights(list(original.items()), version=4))
+    restored = asyncio.run(engine.generate(prompt, sampling))
+    assert restored.token_ids == before.token_ids
+    assert restored.logprobs == pytest.approx(before.logprobs, abs=2e-4)
+
+
+def test_hf_engine_generates_with_stops_seeds_and_true_logprobs(hf_engine, reference_model):
+    check_generation(hf_engine, reference_model)
+
+
+def test_hf_engine_load_weights_changes_outputs(hf_engine, reference_model):
+    check_weight_loading(hf_engine, reference_model)
+
+
+def test_hf_requests_join_and_leave_the_running_batch(hf_engine, reference_model):
+    tok = hf_engine.tokenizer
+    long_prompt, short_prompt = chat_ids(tok, QUESTIONS[2]), chat_ids(tok, QUESTIONS[0])
+    finished = []
+
+    async def run(prompt, n, delay, name):
+        await asyncio.sleep(delay)
+        out = await hf_engine.generate(prompt, Sampling(1.0, 1.0, n, seed=n))
+        finished.append(name)
+        return out
+
+    async def both():
+        return await asyncio.gather(run(long_prompt, 120, 0, "long"), run(short_prompt, 5, 0.05, "short"))
+
+    long_out, short_out = asyncio.run(both())
+    assert finished == ["short", "long"]  # the late short request joined the batch and left it early
+    for prompt, out in ((long_prompt, long_out), (short_prompt, short_out)):
+        assert torch.allclose(reference_logprobs(reference_model, prompt, out), torch.tensor(out.logprobs), atol=2e-4)
+
+
+def test_prompt_longer_than_the_context_is_refused(hf_engine):
+    with pytest.raises(ValueError, match="max_model_len"):
+        asyncio.run(hf_engine.generate(list(range(10, 10 + hf_engine.max_model_len)), Sampling()))
+
+
+@pytest.mark.slow
+def test_vllm_engine_generates_with_stops_seeds_and_true_logprobs(vllm_engine, reference_model):
+    check_generation(vllm_engine, reference_model)
+
+
+@pytest.mark.slow
+def test_vllm_engine_load_weights_changes_outputs(vllm_engine, reference_model):
+    check_weight_loading(vllm_engine, reference_model)
+
+
+@pytest.mark.slow
+def test_vllm_rollout_end_to_end_with_real_code(vllm_engine):
+    from test_rollout import SubprocessExecutor  # noqa: the minimal real executor of the rollout tests
+
+    from r1ci.rollout import RolloutRequest, rollout_batch
+    from r1ci.tasks.base import Instance
+
+    cfg = engine_config("vllm")
+    cfg.sampling.max_tokens_per_turn, cfg.sampling.max_total_tokens = 32, 64
+    instance = Instance(task="arith", seed=0, index=0, question="What is 6 * 7?", answer="42")
+    requests = [RolloutRequest(instance, "g0", "agent", Sampling(1.0, 1.0, 32, seed=i)) for i in range(4)]
+    trajs = asyncio.run(rollout_batch(vllm_engine, SubprocessExecutor(), requests, cfg))
+    for t in trajs:
+        assert t.stop_reason in ("answer", "eos", "length") and not t.error
+        assert len(t.response_ids) == len(t.loss_mask) == len(t.logprobs) <= 64
