@@ -4,6 +4,8 @@ planning validators judging plans by the rules rather than by string match."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import subprocess
 import sys
@@ -12,10 +14,9 @@ import pytest
 
 from r1ci.tasks.base import KINDS, Instance, Task
 from r1ci.tasks.symbench import SYMBENCH_TASKS
-from r1ci.tasks.symbench.constraints import EightQueens, queen_solutions
-from r1ci.tasks.symbench.planning import Blocksworld, BoxLift, BoxNet, PathPlan
 from r1ci.tasks.symbench.arithmetic import Game24
-from r1ci.tasks.symbench.constraints import StandardSudoku
+from r1ci.tasks.symbench.constraints import EightQueens, StandardSudoku, queen_solutions
+from r1ci.tasks.symbench.planning import Blocksworld, BoxLift, BoxNet, PathPlan
 
 PAPER_NAMES = {
     "permutations_and_combinations", "logical_equation", "combinatorial_calculation", "eight_queens", "pooling",
@@ -87,10 +88,18 @@ def test_reference_solution_prints_an_answer_that_scores_one(task):
         assert task.score(run.stdout.strip(), inst) == 1.0, (inst.question, run.stdout)
 
 
-def test_difficulty_makes_instances_larger(task):
-    easy, hard = task.generate(3, 5, difficulty=1), task.generate(3, 5, difficulty=2)
+def test_difficulty_changes_instances_and_stays_fast_and_solvable(task):
+    easy, hard = task.generate(3, 10, difficulty=1), task.generate(3, 10, difficulty=2)
     assert sum(len(x.question) for x in hard) > sum(len(x.question) for x in easy) * 0.9
     assert [x.question for x in easy] != [x.question for x in hard]
+    for inst in task.generate(3, 3, difficulty=6):  # sizes are capped where search would explode
+        assert task.score(inst.answer, inst) == 1.0
+
+
+def test_instance_data_survives_json_and_still_verifies(task):
+    for inst in instances(task, 0)[:20]:
+        data = json.loads(json.dumps(inst.data))
+        assert task.score(inst.answer, dataclasses.replace(inst, data=data)) == 1.0
 
 
 # ---------------------------------------------------------------- planning validators
@@ -164,6 +173,7 @@ def test_boxlift_accepts_other_team_choices_and_rejects_overloads():
     assert task.score("[[[0, [0]], [1, [1]], [2, [2]]]]", inst) == 0.0  # 60 cannot lift 100
     assert task.score("[[[0, [0, 2]], [1, [2]]], [[2, [0]]]]", inst) == 0.0  # lifter 2 used twice in a step
     assert task.score("[[[0, [0, 2]]], [[1, [1]]], [[2, [0]]]]", inst) == 0.0  # over the step limit
+    assert task.score("[{0: [0, 2], 1: [1]}, {2: [0]}]", inst) == 1.0  # steps as {box: lifters}
 
 
 def test_boxnet_accepts_parallel_or_sequential_plans_and_rejects_two_actions_per_agent():

@@ -16,6 +16,7 @@ import re
 from fractions import Fraction
 from typing import Any, Callable, ClassVar
 
+from r1ci.tasks.answers import parse_number
 from r1ci.tasks.base import Instance, Task
 
 SOLVER_HEADER = "import itertools, math, json, re, collections, heapq\nfrom fractions import Fraction\n"
@@ -88,21 +89,12 @@ class SymbenchTask(Task):
 _ATOM = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?|[A-Za-z_][A-Za-z_0-9]*|[^\s\[\]\(\)\{\},;'\"]")
 
 
-def to_number(text: str) -> Fraction | None:
-    """'3', '-2.50', '3/4', '1,234' as an exact Fraction; None when it is no number."""
-    text = text.strip().replace(",", "").replace("$", "")
-    try:
-        return Fraction(text)
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
 def atoms(text: str) -> list[Any]:
     """The answer as a flat sequence of numbers (Fractions) and lower-cased words; brackets,
     commas, quotes and whitespace ignored, so list and grid formats compare leniently."""
     out: list[Any] = []
     for tok in _ATOM.findall(text):
-        num = to_number(tok)
+        num = parse_number(tok)
         out.append(num if num is not None else tok.lower())
     return out
 
@@ -137,9 +129,11 @@ def number_equal(answer: str, gold: str | None, abs_tol: float = 1e-9) -> bool:
     allowed; fractions such as 3/8 too) and it is within `abs_tol` of the gold number."""
     if gold is None:
         return False
-    found = numbers_in(re.sub(r"(?<=\d),(?=\d{3}\b)", "", answer))
-    target = to_number(gold)
-    return len(found) == 1 and target is not None and abs(found[0] - target) <= abs_tol
+    value, target = parse_number(answer), parse_number(gold)
+    if value is None:  # a number with words around it, like "15 cups"
+        found = numbers_in(re.sub(r"(?<=\d),(?=\d{3}\b)", "", answer))
+        value = found[0] if len(found) == 1 else None
+    return value is not None and target is not None and abs(value - target) <= abs_tol
 
 
 def parse_literal(text: str) -> Any:
@@ -152,7 +146,7 @@ def parse_literal(text: str) -> Any:
 
 
 def numbers_in(text: str) -> list[Fraction]:
-    return [n for n in (to_number(t) for t in re.findall(r"-?\d+(?:\.\d+)?(?:/\d+)?", text)) if n is not None]
+    return [n for n in (parse_number(t) for t in re.findall(r"-?\d+(?:\.\d+)?(?:/\d+)?", text)) if n is not None]
 
 
 def cell_pairs(text: str) -> list[tuple[int, int]]:

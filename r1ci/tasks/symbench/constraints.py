@@ -67,7 +67,7 @@ class PermutationsAndCombinations(SymbenchTask):
     solver = (arrangement_ok, solve_permutations_and_combinations)
 
     def make(self, rng, difficulty):
-        names = sorted(rng.sample(_NAMES, 4 + difficulty))
+        names = sorted(rng.sample(_NAMES, 4 + min(difficulty, 3)))  # counted by brute force
         constraints = [random_arrangement_constraint(rng, names) for _ in range(rng.randint(1, 2 + difficulty))]
         data = {"names": names, "constraints": constraints}
         listing = "\n".join(f"- {arrangement_sentence(c)}" for c in constraints)
@@ -91,7 +91,7 @@ class ConstrainedLinearArrangement(SymbenchTask):
     solver = (arrangement_ok, solve_constrained_linear_arrangement)
 
     def make(self, rng, difficulty):
-        names = sorted(rng.sample(_NAMES, 5 + difficulty))
+        names = sorted(rng.sample(_NAMES, 5 + min(difficulty, 3)))
         truth = shuffled(rng, names)
         constraints = [random_arrangement_constraint(rng, names, truth) for _ in range(len(names) + difficulty)]
         data = {"names": names, "constraints": constraints}
@@ -129,7 +129,7 @@ class LogicPuzzle(SymbenchTask):
     solver = (solve_logic_puzzle,)
 
     def make(self, rng, difficulty):
-        n = 3 + difficulty
+        n = 3 + min(difficulty, 4)
         grid = [[rng.randint(1, 30) for _ in range(n)] for _ in range(n)]
         cols = shuffled(rng, range(n))
         target = sum(grid[r][cols[r]] for r in range(n))
@@ -342,7 +342,7 @@ class EightQueens(SymbenchTask):
     solver = (solve_eight_queens,)
 
     def make(self, rng, difficulty):
-        n = 7 + difficulty
+        n = 7 + min(difficulty, 3)  # all solutions are enumerated: 10 queens have 724
         cols = rng.choice(queen_solutions(n))
         queens = sorted([r, cols[r]] for r in rng.sample(range(n), rng.randint(1, 2)))
         free = [(r, c) for r in range(n) for c in range(n) if cols[r] != c]

@@ -143,7 +143,7 @@ class Blocksworld(SymbenchTask):
     solver = (blocks_moves, solve_blocksworld)
 
     def make(self, rng, difficulty):
-        blocks = "ABCDEFG"[: 3 + difficulty]
+        blocks = "ABCDEF"[: 3 + min(difficulty, 3)]  # optimal plans by breadth-first search
 
         def deal():
             stacks = [""] * 3
@@ -243,6 +243,7 @@ class BoxLift(SymbenchTask):
         if not isinstance(plan, (list, tuple)) or len(plan) > instance.data["max_steps"]:
             return 0.0
         for step in plan:
+            step = list(step.items()) if isinstance(step, dict) else step  # {box: [lifters]} is fine too
             used = []
             for box, team in step:
                 if box in lifted or not 0 <= box < len(weights) or not all(0 <= l < len(caps) for l in team):
@@ -324,6 +325,7 @@ class BoxNet(SymbenchTask):
         if not isinstance(plan, (list, tuple)) or len(plan) > d["max_steps"]:
             return 0.0
         for step in plan:
+            step = list(step.items()) if isinstance(step, dict) else step  # {box: destination} is fine too
             acting, moved, updates = set(), set(), {}
             for box, dest in step:
                 if box not in where or box in moved or where[box] in acting:
