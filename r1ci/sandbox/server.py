@@ -1,0 +1,430 @@
+"""The fork server: imports the preload modules once, then forks one contained child per snippet.
+
+It runs inside the containment (bwrap or unshare namespaces, or none) as root and is driven
+by `r1ci.sandbox.executor` over one Unix stream socket. Each child gets its own session,
+rlimits set while still root, a fresh uid (so limits cannot be raised, RLIMIT_NPROC counts
+only that run, and every process of the run can be killed by uid), a fresh working dir,
+/dev/null as stdin and the caller's pipes as stdout/stderr.
+"""
+
+from __future__ import annotations
+
+import builtins
+import ctypes
+import ctypes.util
+import errno
+import heapq
+import io
+import json
+import linecache
+import os
+import resource
+import select
+import shutil
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+import types
+
+HEADER = struct.Struct("!I")
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
+SNIPPET = "<snippet>"
+SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def send_msg(sock: socket.socket, obj: dict, fds: tuple[int, ...] = ()) -> None:
+    """Write one length-prefixed JSON frame; `fds` travel with its first byte (SCM_RIGHTS)."""
+    data = json.dumps(obj).encode()
+    payload = HEADER.pack(len(data)) + data
+    sent = socket.send_fds(sock, [payload], list(fds)) if fds else 0
+    sock.sendall(payload[sent:])
+
+
+class FrameReader:
+    """Splits a Unix stream socket into JSON frames, keeping passed fds in arrival order."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock, self.buf, self.fds = sock, b"", []
+
+    def feed(self) -> bool:
+        """Read what is available; False at end of stream."""
+        data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 16, 8)
+        if not data:
+            return False
+        self.buf += data
+        self.fds += fds
+        return True
+
+    def frames(self):
+        while len(self.buf) >= HEADER.size:
+            (n,) = HEADER.unpack_from(self.buf)
+            if len(self.buf) < HEADER.size + n:
+                return
+            frame = json.loads(self.buf[HEADER.size:HEADER.size + n])
+            self.buf = self.buf[HEADER.size + n:]
+            yield frame
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def deny_inet_sockets(libc: ctypes.CDLL) -> None:
+    """seccomp filter: socket() of any family but AF_UNIX fails with EACCES (the no-namespace fallback)."""
+
+    class ArgCmp(ctypes.Structure):
+        _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("a", ctypes.c_uint64), ("b", ctypes.c_uint64)]
+
+    lib = ctypes.CDLL(ctypes.util.find_library("seccomp") or "libseccomp.so.2")
+    lib.seccomp_init.restype = ctypes.c_void_p
+    ctx = ctypes.c_void_p(lib.seccomp_init(ctypes.c_uint32(0x7FFF0000)))  # SCMP_ACT_ALLOW
+    nr = lib.seccomp_syscall_resolve_name(b"socket")
+    cmp = ArgCmp(0, 1, socket.AF_UNIX, 0)  # SCMP_CMP_NE on arg 0 (the family)
+    if lib.seccomp_rule_add_array(ctx, ctypes.c_uint32(0x00050000 | errno.EACCES), nr, 1, ctypes.byref(cmp)) or lib.seccomp_load(ctx):
+        raise OSError("could not load the seccomp filter that refuses sockets")
+
+
+def run_snippet(code: str) -> int:
+    """Run `code` as a fresh __main__ and return the process exit code Python itself would give."""
+    linecache.cache[SNIPPET] = (len(code), None, code.splitlines(True), SNIPPET)
+    main = types.ModuleType("__main__")
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+    sys.argv = [SNIPPET]
+    try:
+        exec(compile(code, SNIPPET, "exec"), main.__dict__)
+        return 0
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code & 0xFF
+        print(exc.code, file=sys.stderr)
+        return 1
+    except BaseException as exc:  # noqa: BLE001 - the snippet's own error, reported like python does
+        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None  # drop this frame
+        traceback.print_exception(type(exc), exc, tb)
+        return 1
+
+
+def child_main(cfg: dict, ctl: socket.socket, workdir: str, uid: int, libc: ctypes.CDLL) -> None:
+    """A spare child: contain itself and drop privileges, then wait on `ctl` for one snippet and
+    its stdout/stderr pipes, run it, report its exit code and exit. Never returns.
+
+    Spares are forked ahead of need, so the fork of the big preloaded server is not paid on
+    the request's path; the exit code is reported before the (equally slow) process teardown.
+    """
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        os.setsid()
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, ctl.fileno())  # the server's control socket and other runs' pipes
+        os.closerange(ctl.fileno() + 1, 1 << 20)
+        mb = 1 << 20
+        for res, soft, hard in (
+            (resource.RLIMIT_CPU, cfg["cpu_time_s"], cfg["cpu_time_s"] + 1),
+            (resource.RLIMIT_AS, cfg["memory_mb"] * mb, cfg["memory_mb"] * mb),
+            (resource.RLIMIT_NPROC, cfg["max_processes"], cfg["max_processes"]),
+            (resource.RLIMIT_FSIZE, cfg["max_file_mb"] * mb, cfg["max_file_mb"] * mb),
+            (resource.RLIMIT_CORE, 0, 0),
+            (resource.RLIMIT_NOFILE, 256, 256),
+        ):
+            resource.setrlimit(res, (soft, hard))
+        os.chdir(workdir)
+        if os.getuid() == 0:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after setresuid, which clears it
+        if os.getppid() == 1:
+            os._exit(0)  # the server died before the death signal was armed
+        if cfg["deny_sockets"]:
+            deny_inet_sockets(libc)
+        os.environ.clear()
+        os.environ.update(SANDBOX_ENV, HOME=workdir, TMPDIR=workdir)
+        sys.path = [workdir] + [p for p in sys.path if p and p != os.getcwd()]
+    except BaseException as exc:  # noqa: BLE001
+        _spare_failed(ctl, f"r1ci sandbox: setting up the run failed: {exc!r}")
+    reader = FrameReader(ctl)
+    req = None
+    while req is None:
+        if not reader.feed():
+            os._exit(0)  # retired spare, or the server is gone
+        req = next(reader.frames(), None)
+    out_fd, err_fd = reader.fds[:2]
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    os.close(out_fd)
+    os.close(err_fd)
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace")
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True)
+    status = run_snippet(req["code"])
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - a closed or broken pipe must not change the status
+            pass
+    try:
+        os.close(1)
+        os.close(2)
+        send_msg(ctl, {"exit_code": status})
+    finally:
+        os._exit(status)
+
+
+def _spare_failed(ctl: socket.socket, text: str) -> None:
+    """Setup failed before a snippet arrived: wait for it anyway so the caller sees why."""
+    reader = FrameReader(ctl)
+    while reader.feed() and next(reader.frames(), None) is None:
+        pass
+    if len(reader.fds) >= 2:
+        os.write(reader.fds[1], (text + "\n").encode())
+    os._exit(126)
+
+
+def _kill(kill, pid: int) -> None:
+    try:
+        kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _escaped(uid: int, pgid: int) -> bool:
+    """Whether a process of `uid` lives outside process group `pgid` (it left with setsid)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) != pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+class Run:
+    """One forked child: a spare until `start`, then a run with a wall deadline."""
+
+    __slots__ = ("id", "pid", "uid", "workdir", "sock", "reader", "status_fd", "start", "deadline", "reason", "reported")
+
+    def __init__(self, pid: int, uid: int, workdir: str, sock: socket.socket):
+        self.pid, self.uid, self.workdir, self.sock = pid, uid, workdir, sock
+        self.reader = FrameReader(sock)
+        self.id = self.status_fd = None
+        self.start = self.deadline = 0.0
+        self.reason = ""
+        self.reported = False
+
+
+class ForkServer:
+    def __init__(self, cfg: dict, sock: socket.socket):
+        self.cfg, self.sock = cfg, sock
+        self.reader = FrameReader(sock)
+        self.libc = _libc()
+        self.children: dict[int, Run] = {}  # by pid: spares and runs
+        self.by_sock: dict[int, Run] = {}  # by control-socket fd, for runs in flight
+        self.spares: list[Run] = []
+        self.deadlines: list[tuple[float, int]] = []  # (deadline, pid)
+        self.count = 0
+        self.workroot = cfg["workroot"]
+        os.makedirs(self.workroot, mode=0o711, exist_ok=True)
+        os.chmod(self.workroot, 0o711)
+        self.poller = select.poll()
+
+    def fork_spare(self) -> None:
+        uid = self.cfg["uid_base"] + self.count % self.cfg["uid_span"]
+        self.count += 1
+        workdir = os.path.join(self.workroot, f"run-{self.count}")
+        os.mkdir(workdir, 0o700)
+        if os.getuid() == 0:
+            os.chown(workdir, uid, uid)
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            child_main(self.cfg, theirs, workdir, uid, self.libc)
+        theirs.close()
+        child = Run(pid, uid, workdir, mine)
+        self.children[pid] = child
+        self.spares.append(child)
+
+    def start_run(self, req: dict, out_fd: int, err_fd: int, status_fd: int) -> None:
+        if not self.spares:
+            self.fork_spare()
+        run = self.spares.pop(0)
+        run.id, run.status_fd = req["id"], status_fd
+        run.start = time.monotonic()
+        run.deadline = run.start + float(req["timeout"])
+        try:
+            send_msg(run.sock, {"code": req["code"]}, (out_fd, err_fd))
+        except OSError:
+            pass  # the spare died: its reaping reports the run
+        finally:
+            os.close(out_fd)
+            os.close(err_fd)
+        self.by_sock[run.sock.fileno()] = run
+        self.poller.register(run.sock, select.POLLIN)
+        heapq.heappush(self.deadlines, (run.deadline, run.pid))
+
+    def kill_run(self, run: Run, reason: str) -> None:
+        """Kill the run's process group and every process of its uid (escaped sessions too)."""
+        run.reason = run.reason or reason
+        _kill(os.kill, run.pid)  # the child may not have called setsid yet
+        _kill(os.killpg, run.pid)
+        self.sweep(run.uid)
+
+    def sweep(self, uid: int) -> None:
+        if os.getuid() != 0:
+            return  # without root only the process group (and the pid namespace) bound a run
+        if os.fork() == 0:
+            try:
+                os.setresuid(uid, uid, uid)
+                os.kill(-1, signal.SIGKILL)  # every process of this uid, never the caller
+            finally:
+                os._exit(0)
+
+    def report(self, run: Run, exit_code: int | None, sig: int | None, cpu_s: float = 0.0) -> None:
+        """End the run (its process group, and any escaped process of its uid) and send the result."""
+        if run.reported or run.id is None:
+            return
+        run.reported = True
+        _kill(os.killpg, run.pid)  # background processes left in the group
+        if _escaped(run.uid, run.pid):
+            self.sweep(run.uid)
+        result = {"exit_code": exit_code, "signal": sig, "reason": run.reason, "cpu_s": cpu_s,
+                  "duration_s": time.monotonic() - run.start}
+        try:
+            os.write(run.status_fd, json.dumps(result).encode())
+        except OSError:
+            pass  # the executor stopped waiting
+        os.close(run.status_fd)
+
+    def on_done(self, run: Run) -> None:
+        try:
+            alive = run.reader.feed()
+        except OSError:
+            alive = False
+        msg = next(run.reader.frames(), None) if alive else None
+        if msg is not None:
+            self.report(run, int(msg["exit_code"]), None)
+        if msg is not None or not alive:
+            self.poller.unregister(run.sock)
+            del self.by_sock[run.sock.fileno()]
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status, rusage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            run = self.children.pop(pid, None)
+            if run is None:
+                continue  # a sweeper or an orphan of some run
+            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+            self.report(run, code, sig, rusage.ru_utime + rusage.ru_stime)
+            if run.sock.fileno() in self.by_sock:
+                self.poller.unregister(run.sock)
+                del self.by_sock[run.sock.fileno()]
+            if run in self.spares:
+                self.spares.remove(run)
+            run.sock.close()
+            shutil.rmtree(run.workdir, ignore_errors=True)
+
+    def expire(self) -> float | None:
+        """Kill runs past their wall deadline; seconds until the next deadline (None: none pending)."""
+        now = time.monotonic()
+        while self.deadlines:
+            deadline, pid = self.deadlines[0]
+            run = self.children.get(pid)
+            if run is None or run.deadline != deadline or run.reported:
+                heapq.heappop(self.deadlines)
+            elif deadline <= now:
+                heapq.heappop(self.deadlines)
+                self.kill_run(run, "timeout")
+            else:
+                return deadline - now
+        return None
+
+    def handle(self, msg: dict) -> None:
+        if msg["op"] == "run":
+            fds, self.reader.fds = self.reader.fds[:3], self.reader.fds[3:]
+            self.start_run(msg, *fds)
+        elif msg["op"] == "kill":
+            for run in list(self.children.values()):
+                if run.id == msg["id"] and not run.reported:
+                    self.kill_run(run, msg["reason"])
+
+    def serve(self) -> None:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.poller.register(self.sock, select.POLLIN)
+        self.poller.register(wake_r, select.POLLIN)
+        try:
+            while True:
+                wait = self.expire()
+                # A fork of this big process blocks the loop for milliseconds: refill spares
+                # only while no run is in flight, so finishing runs are reported at once.
+                refill = not self.by_sock and len(self.spares) < self.cfg["spares"]
+                events = self.poller.poll(0 if refill else None if wait is None else int(wait * 1000) + 1)
+                if not events and refill:
+                    self.fork_spare()
+                for fd, _ev in events:
+                    if fd == wake_r:
+                        _drain(wake_r)
+                    elif fd == self.sock.fileno():
+                        if not self.reader.feed():
+                            return  # the executor went away: shut down
+                        for msg in self.reader.frames():
+                            self.handle(msg)
+                    elif fd in self.by_sock:
+                        self.on_done(self.by_sock[fd])
+                self.reap()
+        finally:
+            for run in list(self.children.values()):
+                self.kill_run(run, "shutdown")
+            shutil.rmtree(self.workroot, ignore_errors=True)
+
+
+def _drain(fd: int) -> None:
+    while True:
+        try:
+            if not os.read(fd, 512):
+                return
+        except BlockingIOError:
+            return
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    sock = socket.socket(fileno=cfg["fd"])
+    missing = []
+    for name in cfg["preload"]:
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    libc = _libc()
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans of runs come back to be reaped
+    server = ForkServer(cfg, sock)
+    send_msg(sock, {"op": "ready", "pid": os.getpid(), "missing": missing})
+    server.serve()
+
+
+if __name__ == "__main__":
+    main()
