@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import ray
 
-from r1ci.config import Config
+from r1ci.config import Config, from_dict
 from r1ci.curriculum import make_sampler
 
 
@@ -18,8 +18,8 @@ from r1ci.curriculum import make_sampler
 class CurriculumCoordinator:
     """Remote `CurriculumSampler` / `UniformSampler` (chosen by `curriculum.sampler`)."""
 
-    def __init__(self, cfg: Config, ids: Sequence[str], pass_rates: dict[str, float] | None = None):
-        self.sampler = make_sampler(cfg, ids, pass_rates)
+    def __init__(self, cfg: Config | dict, ids: Sequence[str], pass_rates: dict[str, float] | None = None):
+        self.sampler = make_sampler(cfg if isinstance(cfg, Config) else from_dict(cfg), ids, pass_rates)
 
     def next_batch(self, n: int) -> list[str]:
         return self.sampler.next_batch(n)
@@ -36,8 +36,8 @@ class CurriculumCoordinator:
     def pass_rate(self, sample_id: str) -> float:
         return self.sampler.pass_rate(sample_id)
 
-    def info(self) -> dict[str, Any]:
-        return self.sampler.info()
+    def stage_info(self) -> dict[str, Any]:
+        return self.sampler.stage_info()
 
     def state_dict(self) -> dict[str, Any]:
         return self.sampler.state_dict()

@@ -54,7 +54,7 @@ def informative_groups(results: dict[str, list[float]]) -> list[str]:
     return [sid for sid, values in results.items() if values and max(values) - min(values) > 1e-9]
 
 
-def load_pass_rates(path: str | Path) -> dict[str, float]:
+def read_pass_rates(path: str | Path) -> dict[str, float]:
     """{sample_id: pass rate} from the Parquet file `jobs/profile.py` writes."""
     import pyarrow.parquet as pq
 
@@ -63,6 +63,28 @@ def load_pass_rates(path: str | Path) -> dict[str, float]:
         raise FileNotFoundError(f"curriculum.potentials file '{path}' not found: run jobs/profile.py first or set curriculum.potentials=''")
     table = pq.read_table(path, columns=["sample_id", "pass_rate"])
     return dict(zip(table.column("sample_id").to_pylist(), map(float, table.column("pass_rate").to_pylist())))
+
+
+def potential_rows(outcomes: dict[str, list[bool]]) -> list[dict[str, Any]]:
+    """One profile row per sample: sample_id, task, n answers, correct, pass_rate p, potential 4p(1-p)."""
+    rows = []
+    for sid in sorted(outcomes):
+        n, k = len(outcomes[sid]), sum(map(bool, outcomes[sid]))
+        p = k / n if n else 0.0
+        rows.append({"sample_id": sid, "task": task_of(sid), "n": n, "correct": k, "pass_rate": p, "potential": improvement_potential(p)})
+    return rows
+
+
+def write_potentials(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """The Parquet `curriculum.potentials` points to (written under a temporary name, then renamed)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_pylist(rows), tmp)
+    tmp.rename(path)
 
 
 class CurriculumSampler:
@@ -179,7 +201,7 @@ class CurriculumSampler:
             self.stats[sid] = [n + len(values), k + sum(v >= self.cfg.success_threshold for v in values)]
         return informative_groups(results) if self.cfg.drop_uniform_groups else list(results)
 
-    def info(self) -> dict[str, Any]:
+    def stage_info(self) -> dict[str, Any]:
         """Where the schedule is: step, stage, pool size, group sizes, mean estimated pass rate."""
         seen = [self.pass_rate(s) for s in self.stats]
         return {
@@ -236,7 +258,7 @@ class UniformSampler(CurriculumSampler):
 def make_sampler(cfg: Config, ids: Sequence[str], pass_rates: dict[str, float] | None = None) -> CurriculumSampler:
     """The sampler `cfg.curriculum.sampler` names; pass rates from `cfg.curriculum.potentials` if not given."""
     if pass_rates is None and cfg.curriculum.potentials:
-        pass_rates = load_pass_rates(cfg.curriculum.potentials)
+        pass_rates = read_pass_rates(cfg.curriculum.potentials)
     cls = {"curriculum": CurriculumSampler, "uniform": UniformSampler}.get(cfg.curriculum.sampler)
     if cls is None:
         raise ValueError(f"curriculum.sampler '{cfg.curriculum.sampler}' is not one of curriculum, uniform")

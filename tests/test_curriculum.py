@@ -57,7 +57,7 @@ def test_each_stage_adds_the_next_group_to_the_pool():
 
 def test_missing_pass_rates_start_in_the_first_stage():
     s = CurriculumSampler(IDS, _cfg(), seed=0, pass_rates=None)
-    assert s.info()["stage_sizes"] == [8, 0, 0, 0]
+    assert s.stage_info()["stage_sizes"] == [8, 0, 0, 0]
 
 
 def test_batches_are_seeded_and_cover_the_pool_before_repeating():
@@ -115,7 +115,7 @@ def test_state_round_trip_gives_identical_batches(cls):
     b = cls(IDS, cfg, seed=999, pass_rates=RATES)
     b.load_state_dict(state)
     assert [a.next_batch(3) for _ in range(6)] == [b.next_batch(3) for _ in range(6)]
-    assert a.info() == b.info()
+    assert a.stage_info() == b.stage_info()
 
 
 def test_uniform_sampler_uses_every_sample_from_the_start():
@@ -130,7 +130,7 @@ def test_make_sampler_switches_on_one_key_and_refuses_a_mismatched_checkpoint():
     assert isinstance(uni, UniformSampler)
     cfg.curriculum.sampler = "curriculum"
     cur = make_sampler(cfg, IDS, RATES)
-    assert type(cur) is CurriculumSampler and cur.info()["stage_sizes"] == [1, 1, 1, 5]
+    assert type(cur) is CurriculumSampler and cur.stage_info()["stage_sizes"] == [1, 1, 1, 5]
     with pytest.raises(ValueError, match="uniform"):
         cur.load_state_dict(uni.state_dict())
     cfg.curriculum.potentials = "/nonexistent/potentials.parquet"
@@ -139,7 +139,8 @@ def test_make_sampler_switches_on_one_key_and_refuses_a_mismatched_checkpoint():
 
 
 def test_coordinator_actor_serves_the_same_order_and_restores_it(ray_cluster):
-    from actors.curriculum import make_coordinator
+    from actors.curriculum import CurriculumCoordinator, make_coordinator
+    from r1ci.config import to_dict
 
     cfg = Config()
     cfg.curriculum.steps_per_stage = 2
@@ -151,10 +152,22 @@ def test_coordinator_actor_serves_the_same_order_and_restores_it(ray_cluster):
         batch = get(coord.next_batch.remote(2))
         assert batch == local.next_batch(2)
         assert get(coord.report.remote({sid: [1.0, 0.0] for sid in batch})) == list(dict.fromkeys(batch))
-    assert get(coord.wants_refill.remote()) and get(coord.info.remote())["stage"] == 1
+    assert get(coord.wants_refill.remote()) and get(coord.stage_info.remote())["stage"] == 1
     state = get(coord.state_dict.remote())
-    resumed = make_coordinator(cfg, IDS, RATES)
+    resumed = CurriculumCoordinator.options(num_cpus=0).remote(to_dict(cfg), IDS, RATES)  # how jobs/rl.py starts it
     get(resumed.load_state_dict.remote(state))
     assert get(resumed.next_batch.remote(4)) == get(coord.next_batch.remote(4))
     for actor in (coord, resumed):
         ray_cluster.kill(actor)
+
+
+def test_profile_rows_round_trip_through_parquet_into_stages(tmp_path):
+    from r1ci.curriculum import potential_rows, read_pass_rates, write_potentials
+
+    rows = potential_rows({"t/0/0": [True, False], "t/0/1": [True] * 4, "t/0/2": [False, False, False, True]})
+    assert [(r["pass_rate"], r["potential"]) for r in rows] == [(0.5, 1.0), (1.0, 0.0), (0.25, 0.75)]
+    write_potentials(rows, tmp_path / "p.parquet")
+    rates = read_pass_rates(tmp_path / "p.parquet")
+    cfg = Config()
+    cfg.curriculum.potentials = str(tmp_path / "p.parquet")
+    assert make_sampler(cfg, list(rates)).stage_info()["stage_sizes"] == [2, 0, 0, 1]
