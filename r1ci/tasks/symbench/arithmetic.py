@@ -27,7 +27,7 @@ class NumberMultiply(SymbenchTask):
 
     def make(self, rng, difficulty):
         count = 2 + rng.randint(0, 1) + difficulty // 2
-        factors = [rng.randint(10 ** (d - 1), 10**d - 1) for d in (rng.randint(2, 3 + difficulty) for _ in range(count))]
+        factors = [rng.randint(10 ** (d - 1), 10**d - 1) for d in (rng.randint(3, 3 + difficulty) for _ in range(count))]
         data = {"factors": factors}
         q = f"Compute {' * '.join(map(str, factors))}. Answer with the exact integer only, like <<<123456>>>."
         return q, data, self.solve(data)
@@ -132,7 +132,7 @@ class Game24(SymbenchTask):
     def make(self, rng, difficulty):
         answer = None
         while answer is None:
-            numbers = sorted(rng.randint(1, 9 + 2 * difficulty) for _ in range(4))
+            numbers = sorted(rng.randint(1, 11 + 2 * difficulty) for _ in range(4))  # 1-13: the classic deck
             answer = _game24_cached(tuple(numbers))
         data = {"numbers": numbers, "target": 24}
         q = (

@@ -248,7 +248,7 @@ class LightPuzzles(SymbenchTask):
         data = {"grid": grid, "buttons": {b: [list(p) for p in v] for b, v in buttons.items()}, "presses": presses}
         controls = "\n".join(f"Button {b} toggles the lights at (row, column) {', '.join(map(str, v))}" for b, v in buttons.items())
         q = (
-            f"An {n}x{n} grid of lights, '1' on and '0' off, rows and columns counted from 0:\n{chr(10).join(grid)}\n"
+            f"A {n}x{n} grid of lights, '1' on and '0' off, rows and columns counted from 0:\n{chr(10).join(grid)}\n"
             f"{controls}\nThe buttons are pressed in this order: {', '.join(presses)}.\n"
             "Answer with the final grid as a list of row strings, like <<<['010', '111', '000']>>>."
         )

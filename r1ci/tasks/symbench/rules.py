@@ -128,11 +128,11 @@ def run_count_rules(data):
 def count_rules_question(data, intro, example):
     have = ", ".join(f"{k} {item}" for item, k in data["counts"].items() if k)
     listing = "\n".join(
-        f"{i + 1}. " + " and ".join(f"{k} {x}" for x, k in r["in"].items()) + " become " + " and ".join(f"{k} {x}" for x, k in r["out"].items())
+        f"{i + 1}. " + " + ".join(f"{k} {x}" for x, k in r["in"].items()) + " -> " + " + ".join(f"{k} {x}" for x, k in r["out"].items())
         for i, r in enumerate(data["rules"])
     )
     return (
-        f"{intro} You start with {have} (every other item 0). Rules:\n{listing}\n"
+        f"{intro} You start with {have} (every other item 0). Rules ('2 X -> 1 Z' turns two X into one Z):\n{listing}\n"
         "Repeatedly apply the first rule in this list whose inputs are available (once), then start again "
         "from rule 1; stop when no rule can be applied.\n"
         f"Answer with the final counts of {', '.join(data['items'])}, in that order, as a list like <<<{example}>>>."
