@@ -94,6 +94,7 @@ class GeneratorConfig:
     max_batch: int = knob(32, "Sequences the hf engine decodes together.")
     threads: int = knob(0, "Torch/OMP threads inside the engine; 0 leaves the engine's own default.")
     exec_grace_s: float = knob(30.0, "Seconds past sandbox.timeout_s the rollout waits for a code call before it treats the executor as dead.")
+    start_timeout_s: float = knob(900.0, "Seconds to wait for a generator actor's engine to start (vLLM on CPU takes ~60 s).")
 
 
 @dataclass

@@ -297,3 +297,37 @@ def test_tiny_model_rollouts_have_aligned_tokens_masks_and_true_logprobs(hf_engi
         assert torch.allclose(recomputed[mask], torch.tensor(traj.logprobs)[mask], atol=1e-4)
     again = asyncio.run(rollout_batch(hf_engine, SubprocessExecutor(), requests[:1], cfg))
     assert again[0].response_ids == trajs[0].response_ids  # seeded
+
+
+# --- the generator actor (transformers engine, real sandbox executor, real Ray) ---
+
+
+@pytest.mark.slow
+def test_generator_actor_rolls_out_loads_weights_and_reports_stats(ray_cluster, tiny_model_dir):
+    import ray
+    from transformers import AutoModelForCausalLM
+
+    from actors.generator import make_generators
+    from r1ci.weight_sync import pack_buckets
+
+    cfg = Config()
+    cfg.generator.backend, cfg.generator.num_cpus, cfg.generator.num_generators = "hf", 0.25, 1
+    cfg.sampling.max_tokens_per_turn, cfg.sampling.max_total_tokens = 16, 32
+    (actor,) = make_generators(cfg, tiny_model_dir)
+    requests = [RolloutRequest(INSTANCE, "g0", "agent", Sampling(1.0, 1.0, 16, seed=i)) for i in range(3)]
+    first = ray.get(actor.generate.remote(requests), timeout=120)
+    assert [t.weight_version for t in first] == [0, 0, 0] and all(t.response_ids for t in first)
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    changed = {k: v.detach().numpy() * 1.5 for k, v in model.state_dict().items()}
+    refs = [ray.put(b) for b in pack_buckets(changed, bucket_mb=0.5, version=5)]
+    assert len(refs) > 1
+    assert ray.get(actor.load_weights.remote(refs, 5), timeout=60) == 5
+    second = ray.get(actor.generate.remote(requests), timeout=120)
+    assert [t.weight_version for t in second] == [5, 5, 5]
+    assert [t.logprobs for t in second] != [t.logprobs for t in first]
+
+    stats = ray.get(actor.stats.remote(), timeout=30)
+    assert stats["weight_version"] == 5 and stats["trajectories"] == 6
+    assert stats["tokens_per_s"] > 0 and stats["turns_per_trajectory"] >= 1
+    ray.kill(actor)

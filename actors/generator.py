@@ -1,0 +1,111 @@
+"""Generator actors: each holds one engine and runs batches of multi-turn rollouts.
+
+A thin Ray shell over `r1ci.engines` and `r1ci.rollout`: the actor is async, so the
+trajectories of a batch (and the executor calls they await) interleave on its event loop
+while the engine batches their generation requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import numpy as np
+import ray
+
+from r1ci.config import Config, from_dict, to_dict
+from r1ci.rollout import CodeExecutor, RolloutRequest, rollout_batch
+from r1ci.trajectory import Trajectory
+
+
+def _weights(buckets: list) -> list[tuple[str, np.ndarray]]:
+    """(name, array) pairs from `r1ci.weight_sync` buckets or from plain lists of pairs."""
+    from r1ci.weight_sync import Bucket, iter_weights
+
+    if buckets and isinstance(buckets[0], Bucket):
+        return list(iter_weights(buckets))
+    return [pair for bucket in buckets for pair in bucket]
+
+
+@ray.remote
+class GeneratorActor:
+    """One engine (vLLM or transformers, by `generator.backend`) plus the rollout loop."""
+
+    def __init__(self, cfg: Config | dict, model_dir: str, executor: CodeExecutor | None = None):
+        from r1ci.engines import make_engine
+
+        self.cfg = from_dict(cfg) if isinstance(cfg, dict) else cfg
+        if executor is None:  # a local warm sandbox in this actor's process
+            from r1ci.sandbox import Executor
+
+            executor = Executor(self.cfg.sandbox)
+        self.executor = executor
+        self.engine = make_engine(self.cfg, model_dir)
+        self.version = 0
+        self._trajectories = 0
+        self._turns = 0
+        self._code_calls = 0
+        self._code_wait_s = 0.0
+        self._rollout_s = 0.0
+
+    def ready(self) -> dict:
+        """Blocks until the engine is up (the constructor has run); says what it runs."""
+        return {
+            "backend": self.cfg.generator.backend,
+            "max_model_len": self.engine.max_model_len,
+            "node": ray.util.get_node_ip_address(),
+            "pid": os.getpid(),
+        }
+
+    async def generate(self, requests: list[RolloutRequest]) -> list[Trajectory]:
+        """Roll out every request concurrently; trajectories in request order, stamped with the weight version."""
+        start = time.perf_counter()
+        trajs = await rollout_batch(self.engine, self.executor, requests, self.cfg, weight_version=self.version)
+        self._rollout_s += time.perf_counter() - start
+        self._trajectories += len(trajs)
+        self._turns += sum(len(t.turns) for t in trajs)
+        self._code_calls += sum(t.code_calls for t in trajs)
+        self._code_wait_s += sum(t.code_wait_s for t in trajs)
+        return trajs
+
+    async def load_weights(self, bucket_refs: list, version: int) -> int:
+        """Load one weight sync: ObjectRefs of `r1ci.weight_sync` buckets (or lists of (name, array) pairs)."""
+        buckets = await asyncio.gather(*(ref if isinstance(ref, ray.ObjectRef) else _ready(ref) for ref in bucket_refs))
+        await self.engine.load_weights(_weights(list(buckets)), version)
+        self.version = version
+        return version
+
+    def stats(self) -> dict:
+        """Engine tokens/s and counters, rollout time, code wait and turns per trajectory, weight version."""
+        engine = self.engine.stats()
+        n = max(self._trajectories, 1)
+        return {
+            "weight_version": self.version,
+            "tokens_per_s": engine.tokens_per_s,
+            "generated_tokens": engine.generated_tokens,
+            "engine_busy_s": engine.generate_seconds,
+            "rollout_s": self._rollout_s,
+            "trajectories": self._trajectories,
+            "turns_per_trajectory": self._turns / n,
+            "code_calls_per_trajectory": self._code_calls / n,
+            "code_wait_s_per_trajectory": self._code_wait_s / n,
+        }
+
+
+async def _ready(value):
+    return value
+
+
+def make_generators(cfg: Config, model_dir: str, executor: CodeExecutor | None = None, count: int | None = None) -> list:
+    """Start `count` (default `generator.num_generators`) GeneratorActors with the CPUs/GPUs the config asks for.
+
+    Returns their handles once every engine is up (vLLM takes ~45-60 s on CPU).
+    """
+    g = cfg.generator
+    actors = [
+        GeneratorActor.options(num_cpus=g.num_cpus, num_gpus=g.num_gpus).remote(to_dict(cfg), model_dir, executor)
+        for _ in range(count if count is not None else g.num_generators)
+    ]
+    ray.get([a.ready.remote() for a in actors], timeout=g.start_timeout_s)
+    return actors
