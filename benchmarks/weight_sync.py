@@ -1,0 +1,149 @@
+"""Weight sync through the Ray object store against an in-process memory copy of the same bytes.
+
+    python benchmarks/weight_sync.py [--json] [--models tiny,smollm2] [--repeats 5] [--bucket-mb 64]
+
+Learner side (driver): the fp32 weights as numpy views (what `Learner.export_weights(copy=False)`
+gives under ZeRO 1/2), `pack_buckets`, `ray.put` per bucket. Generator side (a separate
+actor): `ray.get`, `unpack_bucket`, copy into the preallocated parameters of its own model.
+`sequential` puts every bucket and then loads; `pipelined` hands each bucket to the
+generator as soon as it is put, so its copy overlaps the next put (what
+`LearnerGroup.publish_weights` plus a generator's load does in `jobs/rl.py` is `sequential`).
+The baseline copies the same arrays into preallocated arrays in one process.
+Each number is the best of --repeats runs after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import ray
+import torch
+
+from actors.runtime import init_ray
+from r1ci.weight_sync import pack_buckets, unpack_bucket
+
+SMOLLM2_SHAPE = dict(  # SmolLM2-135M, for a random stand-in when the real one cannot be built
+    vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+    num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True,
+)
+
+
+def load_model(name: str, data_dir: str):
+    """(HF model, how it was obtained) for 'tiny' or 'smollm2'."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from r1ci.models import resolve_model
+
+    try:
+        path = resolve_model(name, data_dir)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), path
+    except Exception as exc:  # noqa: BLE001 (the stand-in has the same tensors, so the same bytes)
+        if name != "smollm2":
+            raise
+        print(f"smollm2 unavailable ({exc}); using a random Llama of its shape", file=sys.stderr)
+        return LlamaForCausalLM(LlamaConfig(**SMOLLM2_SHAPE)).to(torch.float32), "random SmolLM2-shaped Llama"
+
+
+def named_arrays(model) -> list[tuple[str, np.ndarray]]:
+    return [(n, p.detach().numpy()) for n, p in model.named_parameters()]
+
+
+@ray.remote(num_cpus=0.5)
+class Receiver:
+    """A generator stand-in: a model's preallocated parameters that buckets are copied into."""
+
+    def __init__(self, shapes: dict[str, tuple[list[int], str]]):
+        self.params = {n: torch.empty(shape, dtype=getattr(torch, dtype)) for n, (shape, dtype) in shapes.items()}
+
+    def load(self, *buckets) -> int:
+        n = 0
+        for bucket in buckets:
+            for name, array in unpack_bucket(bucket):
+                self.params[name].copy_(torch.from_numpy(array))
+                n += array.nbytes
+        return n
+
+    def load_refs(self, refs: list) -> int:
+        return self.load(*ray.get(refs, timeout=600))
+
+    def checksum(self) -> float:
+        return float(sum(p.double().sum() for p in self.params.values()))
+
+
+def memcpy_seconds(arrays: list[tuple[str, np.ndarray]], repeats: int) -> float:
+    dst = [np.empty_like(a) for _, a in arrays]
+    best = float("inf")
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        for d, (_, a) in zip(dst, arrays):
+            np.copyto(d, a)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def object_store_seconds(arrays, receiver, bucket_mb: float, repeats: int, pipelined: bool) -> float:
+    best = float("inf")
+    for version in range(repeats + 1):
+        t0 = time.perf_counter()
+        buckets = pack_buckets(arrays, bucket_mb, version)
+        if pipelined:
+            done = [receiver.load.remote(ray.put(b)) for b in buckets]
+        else:
+            done = [receiver.load_refs.remote([ray.put(b) for b in buckets])]
+        nbytes = sum(ray.get(done, timeout=600))
+        best = min(best, time.perf_counter() - t0)
+        del buckets, done
+    assert nbytes == sum(a.nbytes for _, a in arrays)
+    return best
+
+
+def run(name: str, data_dir: str, bucket_mb: float, repeats: int) -> dict:
+    model, source = load_model(name, data_dir)
+    arrays = named_arrays(model)
+    nbytes = sum(a.nbytes for _, a in arrays)
+    receiver = Receiver.remote({n: (list(a.shape), str(a.dtype)) for n, a in arrays})
+    ray.get(receiver.checksum.remote(), timeout=300)
+    out = {"model": name, "source": source, "bytes": nbytes, "tensors": len(arrays),
+           "buckets": len(pack_buckets(arrays, bucket_mb)), "bucket_mb": bucket_mb}
+    memcpy = memcpy_seconds(arrays, repeats)
+    out["memcpy"] = {"seconds": memcpy, "gb_per_s": nbytes / memcpy / 1e9}
+    for mode in ("sequential", "pipelined"):
+        s = object_store_seconds(arrays, receiver, bucket_mb, repeats, pipelined=mode == "pipelined")
+        out[mode] = {"seconds": s, "gb_per_s": nbytes / s / 1e9, "fraction_of_memcpy": memcpy / s}
+    expected = float(sum(p.detach().double().sum() for _, p in model.named_parameters()))
+    assert abs(ray.get(receiver.checksum.remote(), timeout=300) - expected) <= 1e-6 * max(1.0, abs(expected))
+    best = max(("sequential", "pipelined"), key=lambda m: out[m]["fraction_of_memcpy"])
+    out.update(object_store=dict(out[best], mode=best), fraction_of_memcpy=out[best]["fraction_of_memcpy"])
+    ray.kill(receiver)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--models", default="tiny,smollm2")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--bucket-mb", type=float, default=64)
+    parser.add_argument("--data-dir", default=os.environ.get("R1CI_DATA_DIR", "~/.cache/r1ci"))
+    args = parser.parse_args()
+    init_ray("local", num_cpus=2)
+    with tempfile.TemporaryDirectory():
+        results = {m: run(m, args.data_dir, args.bucket_mb, args.repeats) for m in args.models.split(",")}
+    ray.shutdown()
+    if args.json:
+        print(json.dumps({"models": results, "fraction_of_memcpy": {m: r["fraction_of_memcpy"] for m, r in results.items()}}, indent=1))
+        return
+    print(f"{'model':10} {'MB':>8} {'buckets':>7} {'memcpy GB/s':>12} {'sequential GB/s':>16} {'pipelined GB/s':>15} {'fraction':>9}")
+    for m, r in results.items():
+        print(f"{m:10} {r['bytes'] / 2**20:8.1f} {r['buckets']:7d} {r['memcpy']['gb_per_s']:12.2f} "
+              f"{r['sequential']['gb_per_s']:16.2f} {r['pipelined']['gb_per_s']:15.2f} {r['fraction_of_memcpy']:9.2f}")
+
+
+if __name__ == "__main__":
+    main()
