@@ -215,8 +215,90 @@ def _escaped(uid: int, pgid: int) -> bool:
     return False
 
 
+class Spawner:
+    """The fork server's helper (a fork of it, so it holds the same preloaded modules): forks
+    spares, sweeps uids and removes work dirs on request, and reports its children's exits.
+
+    A fork of this big process blocks for milliseconds (and its exit for more); doing it
+    here keeps the server's loop free to dispatch and report runs the moment they arrive.
+    """
+
+    def __init__(self, cfg: dict, sock: socket.socket, libc: ctypes.CDLL):
+        self.cfg, self.sock, self.libc = cfg, sock, libc
+        self.uids: dict[int, int] = {}  # pid -> uid of each live spare or run
+
+    def spare(self, uid: int, workdir: str) -> None:
+        os.mkdir(workdir, 0o700)
+        if os.getuid() == 0:
+            os.chown(workdir, uid, uid)
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            child_main(self.cfg, theirs, workdir, uid, self.libc)
+        theirs.close()
+        self.uids[pid] = uid
+        send_msg(self.sock, {"op": "spare", "pid": pid, "uid": uid, "workdir": workdir}, (mine.fileno(),))
+        mine.close()
+
+    def sweep(self, uid: int) -> None:
+        """Kill every process of `uid` (escaped sessions too) from a fork that becomes that uid."""
+        if os.getuid() != 0:
+            return  # without root only the process group (and the pid namespace) bound a run
+        if os.fork() == 0:
+            try:
+                os.setresuid(uid, uid, uid)
+                os.kill(-1, signal.SIGKILL)  # every process this uid may signal, never the caller
+            finally:
+                os._exit(0)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status, rusage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.uids.pop(pid, None) is not None:
+                send_msg(self.sock, {"op": "exit", "pid": pid, "status": status, "cpu_s": rusage.ru_utime + rusage.ru_stime})
+
+    def serve(self) -> None:
+        self.libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        self.libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans of runs come back to be reaped
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        reader = FrameReader(self.sock)
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        poller.register(wake_r, select.POLLIN)
+        try:
+            while True:
+                for fd, _ev in poller.poll():
+                    if fd == wake_r:
+                        _drain(wake_r)
+                    elif not reader.feed():
+                        return
+                    else:
+                        for msg in reader.frames():
+                            if msg["op"] == "spare":
+                                self.spare(msg["uid"], msg["workdir"])
+                            elif msg["op"] == "sweep":
+                                self.sweep(msg["uid"])
+                            elif msg["op"] == "rmtree":
+                                shutil.rmtree(msg["path"], ignore_errors=True)
+                self.reap()
+        finally:
+            for pid, uid in self.uids.items():
+                _kill(os.killpg, pid)
+                _kill(os.kill, pid)
+                self.sweep(uid)
+            shutil.rmtree(self.cfg["workroot"], ignore_errors=True)
+            os._exit(0)
+
+
 class Run:
-    """One forked child: a spare until `start`, then a run with a wall deadline."""
+    """One forked child: a spare until `start_run`, then a run with a wall deadline."""
 
     __slots__ = ("id", "pid", "uid", "workdir", "sock", "reader", "status_fd", "start", "deadline", "reason", "reported")
 
@@ -230,47 +312,55 @@ class Run:
 
 
 class ForkServer:
-    def __init__(self, cfg: dict, sock: socket.socket):
+    """Dispatches each request to a spare child, enforces wall deadlines, reports results."""
+
+    def __init__(self, cfg: dict, sock: socket.socket, libc: ctypes.CDLL):
         self.cfg, self.sock = cfg, sock
         self.reader = FrameReader(sock)
-        self.libc = _libc()
         self.children: dict[int, Run] = {}  # by pid: spares and runs
         self.by_sock: dict[int, Run] = {}  # by control-socket fd, for runs in flight
         self.spares: list[Run] = []
+        self.asked = 0  # spares requested from the spawner, not yet arrived
+        self.queue: list[tuple[dict, list[int]]] = []  # requests waiting for a spare
         self.deadlines: list[tuple[float, int]] = []  # (deadline, pid)
         self.count = 0
         self.workroot = cfg["workroot"]
         os.makedirs(self.workroot, mode=0o711, exist_ok=True)
         os.chmod(self.workroot, 0o711)
         self.poller = select.poll()
-
-    def fork_spare(self) -> None:
-        uid = self.cfg["uid_base"] + self.count % self.cfg["uid_span"]
-        self.count += 1
-        workdir = os.path.join(self.workroot, f"run-{self.count}")
-        os.mkdir(workdir, 0o700)
-        if os.getuid() == 0:
-            os.chown(workdir, uid, uid)
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pid = os.fork()
-        if pid == 0:
-            child_main(self.cfg, theirs, workdir, uid, self.libc)
+        if os.fork() == 0:
+            mine.close()
+            sock.close()
+            Spawner(cfg, theirs, libc).serve()
         theirs.close()
-        child = Run(pid, uid, workdir, mine)
-        self.children[pid] = child
-        self.spares.append(child)
+        self.spawner, self.spawn_reader = mine, FrameReader(mine)
+        self.want_spares()
 
-    def start_run(self, req: dict, out_fd: int, err_fd: int, status_fd: int) -> None:
-        if not self.spares:
-            self.fork_spare()
-        run = self.spares.pop(0)
+    def ask(self, msg: dict) -> None:
+        send_msg(self.spawner, msg)
+
+    def want_spares(self) -> None:
+        for _ in range(self.cfg["spares"] + len(self.queue) - len(self.spares) - self.asked):
+            uid = self.cfg["uid_base"] + self.count % self.cfg["uid_span"]
+            self.count += 1
+            self.ask({"op": "spare", "uid": uid, "workdir": os.path.join(self.workroot, f"run-{self.count}")})
+            self.asked += 1
+
+    def dispatch(self) -> None:
+        while self.queue and self.spares:
+            req, fds = self.queue.pop(0)
+            self.start_run(self.spares.pop(0), req, *fds)
+        self.want_spares()
+
+    def start_run(self, run: Run, req: dict, out_fd: int, err_fd: int, status_fd: int) -> None:
         run.id, run.status_fd = req["id"], status_fd
         run.start = time.monotonic()
         run.deadline = run.start + float(req["timeout"])
         try:
             send_msg(run.sock, {"code": req["code"]}, (out_fd, err_fd))
         except OSError:
-            pass  # the spare died: its reaping reports the run
+            pass  # the spare died: its exit reports the run
         finally:
             os.close(out_fd)
             os.close(err_fd)
@@ -283,17 +373,7 @@ class ForkServer:
         run.reason = run.reason or reason
         _kill(os.kill, run.pid)  # the child may not have called setsid yet
         _kill(os.killpg, run.pid)
-        self.sweep(run.uid)
-
-    def sweep(self, uid: int) -> None:
-        if os.getuid() != 0:
-            return  # without root only the process group (and the pid namespace) bound a run
-        if os.fork() == 0:
-            try:
-                os.setresuid(uid, uid, uid)
-                os.kill(-1, signal.SIGKILL)  # every process of this uid, never the caller
-            finally:
-                os._exit(0)
+        self.ask({"op": "sweep", "uid": run.uid})
 
     def report(self, run: Run, exit_code: int | None, sig: int | None, cpu_s: float = 0.0) -> None:
         """End the run (its process group, and any escaped process of its uid) and send the result."""
@@ -302,7 +382,7 @@ class ForkServer:
         run.reported = True
         _kill(os.killpg, run.pid)  # background processes left in the group
         if _escaped(run.uid, run.pid):
-            self.sweep(run.uid)
+            self.ask({"op": "sweep", "uid": run.uid})
         result = {"exit_code": exit_code, "signal": sig, "reason": run.reason, "cpu_s": cpu_s,
                   "duration_s": time.monotonic() - run.start}
         try:
@@ -310,6 +390,11 @@ class ForkServer:
         except OSError:
             pass  # the executor stopped waiting
         os.close(run.status_fd)
+
+    def forget(self, run: Run) -> None:
+        if run.sock.fileno() in self.by_sock:
+            self.poller.unregister(run.sock)
+            del self.by_sock[run.sock.fileno()]
 
     def on_done(self, run: Run) -> None:
         try:
@@ -320,30 +405,32 @@ class ForkServer:
         if msg is not None:
             self.report(run, int(msg["exit_code"]), None)
         if msg is not None or not alive:
-            self.poller.unregister(run.sock)
-            del self.by_sock[run.sock.fileno()]
+            self.forget(run)
 
-    def reap(self) -> None:
-        while True:
-            try:
-                pid, status, rusage = os.wait4(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            run = self.children.pop(pid, None)
-            if run is None:
-                continue  # a sweeper or an orphan of some run
-            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-            code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-            self.report(run, code, sig, rusage.ru_utime + rusage.ru_stime)
-            if run.sock.fileno() in self.by_sock:
-                self.poller.unregister(run.sock)
-                del self.by_sock[run.sock.fileno()]
-            if run in self.spares:
-                self.spares.remove(run)
-            run.sock.close()
-            shutil.rmtree(run.workdir, ignore_errors=True)
+    def on_spawner(self) -> bool:
+        if not self.spawn_reader.feed():
+            return False
+        for msg in self.spawn_reader.frames():
+            if msg["op"] == "spare":
+                fd = self.spawn_reader.fds.pop(0)
+                run = Run(msg["pid"], msg["uid"], msg["workdir"], socket.socket(fileno=fd))
+                self.children[run.pid] = run
+                self.spares.append(run)
+                self.asked -= 1
+            elif msg["op"] == "exit":
+                run = self.children.pop(msg["pid"], None)
+                if run is None:
+                    continue
+                status = msg["status"]
+                sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+                self.report(run, os.WEXITSTATUS(status) if os.WIFEXITED(status) else None, sig, msg["cpu_s"])
+                self.forget(run)
+                if run in self.spares:
+                    self.spares.remove(run)
+                run.sock.close()
+                self.ask({"op": "rmtree", "path": run.workdir})
+        self.dispatch()
+        return True
 
     def expire(self) -> float | None:
         """Kill runs past their wall deadline; seconds until the next deadline (None: none pending)."""
@@ -363,42 +450,29 @@ class ForkServer:
     def handle(self, msg: dict) -> None:
         if msg["op"] == "run":
             fds, self.reader.fds = self.reader.fds[:3], self.reader.fds[3:]
-            self.start_run(msg, *fds)
+            self.queue.append((msg, fds))
+            self.dispatch()
         elif msg["op"] == "kill":
             for run in list(self.children.values()):
                 if run.id == msg["id"] and not run.reported:
                     self.kill_run(run, msg["reason"])
 
     def serve(self) -> None:
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_w)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
         self.poller.register(self.sock, select.POLLIN)
-        self.poller.register(wake_r, select.POLLIN)
-        try:
-            while True:
-                wait = self.expire()
-                # A fork of this big process blocks the loop for milliseconds: refill spares
-                # only while no run is in flight, so finishing runs are reported at once.
-                refill = not self.by_sock and len(self.spares) < self.cfg["spares"]
-                events = self.poller.poll(0 if refill else None if wait is None else int(wait * 1000) + 1)
-                if not events and refill:
-                    self.fork_spare()
-                for fd, _ev in events:
-                    if fd == wake_r:
-                        _drain(wake_r)
-                    elif fd == self.sock.fileno():
-                        if not self.reader.feed():
-                            return  # the executor went away: shut down
-                        for msg in self.reader.frames():
-                            self.handle(msg)
-                    elif fd in self.by_sock:
-                        self.on_done(self.by_sock[fd])
-                self.reap()
-        finally:
-            for run in list(self.children.values()):
-                self.kill_run(run, "shutdown")
-            shutil.rmtree(self.workroot, ignore_errors=True)
+        self.poller.register(self.spawner, select.POLLIN)
+        while True:
+            wait = self.expire()
+            for fd, _ev in self.poller.poll(None if wait is None else int(wait * 1000) + 1):
+                if fd == self.sock.fileno():
+                    if not self.reader.feed():
+                        return  # the executor went away: the spawner follows and cleans up
+                    for msg in self.reader.frames():
+                        self.handle(msg)
+                elif fd == self.spawner.fileno():
+                    if not self.on_spawner():
+                        raise SystemExit("r1ci sandbox: the spawner died")
+                elif fd in self.by_sock:
+                    self.on_done(self.by_sock[fd])
 
 
 def _drain(fd: int) -> None:
@@ -420,8 +494,7 @@ def main() -> None:
         except ImportError:
             missing.append(name)
     libc = _libc()
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans of runs come back to be reaped
-    server = ForkServer(cfg, sock)
+    server = ForkServer(cfg, sock, libc)
     send_msg(sock, {"op": "ready", "pid": os.getpid(), "missing": missing})
     server.serve()
 
