@@ -106,35 +106,52 @@ class MahjongPattern(SymbenchTask):
         return q, data, self.solve(data)
 
 
-# ---------------------------------------------------------------- string_synthesis and string_splitting
+# ---------------------------------------------------------------- string_synthesis, string_splitting, synthesis_decomposition
 
 
 def run_count_rules(data):
-    """Apply the first rule (in order) whose inputs are all available, once; repeat until no
-    rule applies. Returns the final counts in the order of data['items']."""
-    counts = dict(data["counts"])
-    while True:
-        for rule in data["rules"]:
-            if all(counts[item] >= k for item, k in rule["in"].items()):
-                for item, k in rule["in"].items():
-                    counts[item] -= k
-                for item, k in rule["out"].items():
-                    counts[item] += k
+    """Final item counts (in the order of data['items']) after applying the rules until none
+    applies. Mode 'cycle': visit the rules round-robin and apply the visited rule once if its
+    inputs are there. Mode 'exhaust': visit them in order and apply each as often as possible."""
+    counts, rules = dict(data["counts"]), data["rules"]
+
+    def ready(rule):
+        return all(counts[item] >= k for item, k in rule["in"].items())
+
+    visit = 0
+    while any(ready(rule) for rule in rules):
+        rule = rules[visit % len(rules)]
+        while ready(rule):
+            for item, k in rule["in"].items():
+                counts[item] -= k
+            for item, k in rule["out"].items():
+                counts[item] += k
+            if data["mode"] == "cycle":
                 break
-        else:
-            return str([counts[item] for item in data["items"]])
+        visit += 1
+    return str([counts[item] for item in data["items"]])
 
 
-def count_rules_question(data, intro, example):
+_MODE_TEXT = {
+    "cycle": "Cycle through the methods in the given order, one method at a time: if the current method's inputs are "
+    "available, execute it once; then go on to the next method, and after the last method start again from "
+    "method 1. Stop as soon as no method can be executed.",
+    "exhaust": "Cycle through the methods in the given order, executing each one as many times as its inputs allow "
+    "before going on to the next; after the last method start again from method 1. Stop when no method can be "
+    "executed.",
+}
+
+
+def count_rules_question(data, intro):
     have = ", ".join(f"{k} {item}" for item, k in data["counts"].items() if k)
     listing = "\n".join(
-        f"{i + 1}. " + " + ".join(f"{k} {x}" for x, k in r["in"].items()) + " -> " + " + ".join(f"{k} {x}" for x, k in r["out"].items())
+        f"Method {i + 1}: " + " + ".join(f"{k} {x}" for x, k in r["in"].items()) + " -> " + " + ".join(f"{k} {x}" for x, k in r["out"].items())
         for i, r in enumerate(data["rules"])
     )
+    example = [i % 3 for i in range(len(data["items"]))]
     return (
-        f"{intro} You start with {have} (every other item 0). Rules ('2 X -> 1 Z' turns two X into one Z):\n{listing}\n"
-        "Repeatedly apply the first rule in this list whose inputs are available (once), then start again "
-        "from rule 1; stop when no rule can be applied.\n"
+        f"{intro} Methods ('2 P + 1 Q -> 1 R' uses up two P and one Q and makes one R):\n{listing}\n{_MODE_TEXT[data['mode']]}\n"
+        f"Initially there are {have} (every other item 0).\n"
         f"Answer with the final counts of {', '.join(data['items'])}, in that order, as a list like <<<{example}>>>."
     )
 
@@ -144,21 +161,21 @@ class StringSynthesis(SymbenchTask):
     kind = "execution"
     solver = (run_count_rules,)
     items = ["[A]", "[B]", "[C]", "{A}", "{B}", "{C}", "(A)", "(B)", "(C)"]
+    rules = [  # the six block-combining methods of SymBench
+        {"in": {"[A]": 1, "[B]": 1, "[C]": 1}, "out": {"{A}": 1}},
+        {"in": {"[A]": 1, "[B]": 1}, "out": {"{C}": 1}},
+        {"in": {"[B]": 1, "[C]": 1}, "out": {"{B}": 1}},
+        {"in": {"[C]": 2}, "out": {"{C}": 1}},
+        {"in": {"{A}": 1, "{C}": 1}, "out": {"(A)": 1, "(B)": 1}},
+        {"in": {"{B}": 2}, "out": {"(C)": 1}},
+    ]
 
     def make(self, rng, difficulty):
-        basic, middle, top = self.items[:3], self.items[3:6], self.items[6:]
-        rules = []
-        for out in middle + rng.sample(top, 2):
-            pool = basic if out in middle else middle
-            inputs = rng.sample(pool, rng.randint(1, 2))
-            need = {x: rng.randint(1, 2) for x in inputs}
-            if sum(need.values()) < 2:
-                need[inputs[0]] = 2
-            rules.append({"in": need, "out": {out: 1}})
-        rng.shuffle(rules)
-        counts = {item: (rng.randint(0, 3 + 3 * difficulty) if item in basic else 0) for item in self.items}
-        data = {"items": self.items, "counts": counts, "rules": rules}
-        q = count_rules_question(data, "Blocks combine into new blocks.", "[0, 1, 0, 0, 2, 0, 1, 0, 0]")
+        counts = dict.fromkeys(self.items, 0)
+        for item, top in zip(self.items, (4, 7, 6)):
+            counts[item] = rng.randint(1, top + 2 * difficulty)
+        data = {"items": self.items, "counts": counts, "rules": self.rules, "mode": "exhaust"}
+        q = count_rules_question(data, f"There are nine kinds of blocks: {', '.join(self.items)}.")
         return q, data, self.solve(data)
 
 
@@ -169,64 +186,39 @@ class StringSplitting(SymbenchTask):
     items = ["A", "B", "C", "X", "Y", "Z"]  # machines A, B, C; parts X, Y, Z
 
     def make(self, rng, difficulty):
-        machines, parts = self.items[:3], self.items[3:]
-        rules = [
-            {"in": {"A": 1}, "out": {rng.choice(parts): 1, rng.choice(parts): 1} if rng.random() < 0.5 else {"X": 2}},
-            {"in": {"B": 2}, "out": {"C": 1}},
-            {"in": {"C": 1}, "out": {rng.choice(parts): rng.randint(1, 2)}},
-            {"in": {"B": 1}, "out": {rng.choice(parts): 1}},
-            {"in": {rng.choice(parts): 2}, "out": {"Z": 1}} if rng.random() < 0.5 else {"in": {"X": 1, "Y": 1}, "out": {"Z": 1}},
+        two = lambda: rng.randint(1, 2)  # noqa: E731
+        rules = [  # SymBench's five dismantling methods, with amounts drawn per instance
+            {"in": {"A": 1}, "out": {"X": two(), "Y": two()}},
+            {"in": {"B": 2}, "out": {"X": two()}},
+            {"in": {"C": 2}, "out": {"Y": two()}},
+            {"in": {"B": 1, "C": 1}, "out": {"A": 1}},
+            {"in": {"X": two(), "Y": two()}, "out": {"Z": 1}},
         ]
-        for r in rules:
-            r["out"] = {k: v for k, v in r["out"].items() if k not in r["in"]} or {"Z": 1}
-        rng.shuffle(rules)
-        counts = {item: (rng.randint(1, 2 + 2 * difficulty) if item in machines else 0) for item in self.items}
-        data = {"items": self.items, "counts": counts, "rules": rules}
-        q = count_rules_question(
-            data, "Machines A, B and C are dismantled into parts X, Y and Z.", "[0, 0, 1, 3, 2, 1]"
-        )
+        counts = {item: (rng.randint(1, 3 + 2 * difficulty) if item in "ABC" else 0) for item in self.items}
+        data = {"items": self.items, "counts": counts, "rules": rules, "mode": "cycle"}
+        q = count_rules_question(data, "An engineer dismantles old machines A, B and C into parts X, Y and Z.")
         return q, data, self.solve(data)
-
-
-# ---------------------------------------------------------------- synthesis_decomposition
-
-
-def solve_synthesis_decomposition(data):
-    need = collections.Counter({data["target"]: data["amount"]})
-    recipes = data["recipes"]
-    base = collections.Counter()
-    while need:
-        item, k = need.popitem()
-        if item in recipes:
-            for part, m in recipes[item].items():
-                need[part] += k * m
-        else:
-            base[item] += k
-    return str([base[m] for m in data["materials"]])
 
 
 class SynthesisDecomposition(SymbenchTask):
     name = "synthesis_decomposition"
     kind = "execution"
-    solver = (solve_synthesis_decomposition,)
-    materials = ["wood", "iron", "stone", "cloth", "glass"]
-    products = ["plank", "nail", "brick", "rope", "window", "door", "wall", "cart", "house", "tower"]
+    solver = (run_count_rules,)
+    rank = {"A": 0, "B": 0, "C": 1, "X": 2, "Y": 3}  # a method only turns items into higher-ranked ones
 
     def make(self, rng, difficulty):
-        materials = rng.sample(self.materials, 3 + min(difficulty, 2))
-        products = rng.sample(self.products, 3 + difficulty)
-        recipes = {}
-        for i, p in enumerate(products):
-            pool = materials + products[:i]
-            parts = rng.sample(pool, min(len(pool), rng.randint(2, 3)))
-            recipes[p] = {x: rng.randint(1, 3) for x in parts}
-        target, amount = products[-1], rng.randint(1, 5)
-        data = {"materials": materials, "recipes": recipes, "target": target, "amount": amount}
-        listing = "\n".join(f"One {p} is made from " + ", ".join(f"{k} {x}" for x, k in r.items()) + "." for p, r in recipes.items())
-        q = (
-            f"Basic materials: {', '.join(materials)}. Recipes:\n{listing}\n"
-            f"How many units of each basic material are needed to make {amount} {target} from scratch? "
-            f"Answer with the counts of {', '.join(materials)}, in that order, as a list like <<<{[1] * len(materials)}>>>."
+        items = ["A", "B", "C", "X"] + ["Y"] * (difficulty > 1)
+        rules = []
+        products = items[3:]
+        for i in range(rng.randint(len(products) + 1, 3 + min(difficulty, 2))):
+            out = products[i] if i < len(products) else rng.choice([x for x in items if self.rank[x] > 0])
+            lower = [x for x in items if self.rank[x] < self.rank[out]]
+            rules.insert(rng.randint(0, len(rules)), {"in": {x: rng.randint(1, 3) for x in sorted(rng.sample(lower, rng.randint(1, min(3, len(lower)))))},
+                          "out": {out: rng.randint(1, 3)}})  # fmt: skip
+        counts = {x: (rng.randint(3, 6 + 2 * difficulty) if self.rank[x] < 2 else 0) for x in items}
+        data = {"items": items, "counts": counts, "rules": rules, "mode": "cycle"}
+        q = count_rules_question(
+            data, f"Xiao Li's farm grows crops A, B and C and exchanges them for product{'s' * (len(products) > 1)} {' and '.join(products)}."
         )
         return q, data, self.solve(data)
 
