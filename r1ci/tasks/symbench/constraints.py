@@ -10,10 +10,7 @@ from functools import lru_cache
 
 from r1ci.tasks.symbench.common import SymbenchTask, cell_pairs, chars_equal, shuffled
 
-_NAMES = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory", "Olivia"]
-
-
-# ---------------------------------------------------------------- arrangements (shared)
+# ---------------------------------------------------------------- permutations_and_combinations
 
 
 def arrangement_ok(order, constraints):
@@ -38,12 +35,12 @@ def arrangement_ok(order, constraints):
 def arrangement_sentence(constraint):
     kind, a, b = constraint
     return {
-        "left": f"{a} is somewhere to the left of {b}.",
-        "adjacent": f"{a} sits next to {b}.",
-        "not_adjacent": f"{a} does not sit next to {b}.",
-        "position": f"{a} sits in seat {b}.",
-        "not_position": f"{a} does not sit in seat {b}.",
-        "end": f"{a} sits at one of the two ends.",
+        "left": f"Book {a} must be somewhere to the left of book {b}.",
+        "adjacent": f"Book {a} must be next to book {b}.",
+        "not_adjacent": f"Book {a} must not be next to book {b}.",
+        "position": f"Book {a} must be in position {b}.",
+        "not_position": f"Book {a} cannot be in position {b}.",
+        "end": f"Book {a} must be at one of the two ends.",
     }[kind]
 
 
@@ -58,58 +55,120 @@ def random_arrangement_constraint(rng, names, truth=None):
 
 
 def solve_permutations_and_combinations(data):
-    return str(sum(arrangement_ok(p, data["constraints"]) for p in itertools.permutations(data["names"])))
-
-
-class PermutationsAndCombinations(SymbenchTask):
-    name = "permutations_and_combinations"
-    kind = "execution"
-    solver = (arrangement_ok, solve_permutations_and_combinations)
-
-    def make(self, rng, difficulty):
-        names = sorted(rng.sample(_NAMES, 4 + min(difficulty, 3)))  # counted by brute force
-        constraints = [random_arrangement_constraint(rng, names) for _ in range(rng.randint(1, 2 + difficulty))]
-        data = {"names": names, "constraints": constraints}
-        listing = "\n".join(f"- {arrangement_sentence(c)}" for c in constraints)
-        q = (
-            f"{', '.join(names)} sit in a row of {len(names)} seats numbered 1 to {len(names)} from left to right. "
-            f"Conditions:\n{listing}\nIn how many different orders can they sit? Answer with an integer, like <<<12>>>."
-        )
-        return q, data, self.solve(data)
-
-
-def solve_constrained_linear_arrangement(data):
     for p in itertools.permutations(data["names"]):
         if arrangement_ok(p, data["constraints"]):
             return str(list(p))
     return None
 
 
-class ConstrainedLinearArrangement(SymbenchTask):
-    name = "constrained_linear_arrangement"
+class PermutationsAndCombinations(SymbenchTask):
+    name = "permutations_and_combinations"
     kind = "planning"
-    solver = (arrangement_ok, solve_constrained_linear_arrangement)
+    solver = (arrangement_ok, solve_permutations_and_combinations)
 
     def make(self, rng, difficulty):
-        names = sorted(rng.sample(_NAMES, 5 + min(difficulty, 3)))
-        truth = shuffled(rng, names)
-        constraints = [random_arrangement_constraint(rng, names, truth) for _ in range(len(names) + difficulty)]
-        data = {"names": names, "constraints": constraints}
-        listing = "\n".join(f"- {arrangement_sentence(c)}" for c in constraints)
+        books = [chr(ord("A") + i) for i in range(5 + min(difficulty, 3))]  # orders are searched by brute force
+        truth = shuffled(rng, books)
+        constraints = []
+        while len(constraints) < len(books) + difficulty:
+            c = random_arrangement_constraint(rng, books, truth)
+            if c not in constraints:
+                constraints.append(c)
+        data = {"names": books, "constraints": constraints}
+        listing = "\n".join(f"{i + 1}. {arrangement_sentence(c)}" for i, c in enumerate(constraints))
         q = (
-            f"Seat {', '.join(names)} in a row of {len(names)} seats numbered 1 to {len(names)} from left to right "
-            f"so that:\n{listing}\nAny seating that meets every condition is accepted. Answer with the names from "
-            f"seat 1 to seat {len(names)} as a list, like <<<{names}>>>."
+            f"A librarian shelves {len(books)} books labeled {', '.join(books)} in positions 1 to {len(books)} from "
+            f"left to right. The constraints are:\n{listing}\nAny arrangement that meets every constraint is "
+            f"accepted. Answer with the books from position 1 to {len(books)} as a list, like <<<{books}>>>."
         )
         return q, data, str(truth)
 
     def check(self, answer, instance):
-        order = re.findall(r"[A-Za-z]+", answer)
-        lookup = {n.lower(): n for n in instance.data["names"]}
-        order = [lookup.get(w.lower(), w) for w in order]
+        order = [w.upper() for w in re.findall(r"\b[A-Za-z]\b", answer)]
         if sorted(order) != sorted(instance.data["names"]):
             return 0.0
         return float(arrangement_ok(order, instance.data["constraints"]))
+
+
+# ---------------------------------------------------------------- constrained_linear_arrangement
+
+_CARD_GAMES = {
+    "stick": (
+        "Both players hold the four cards Stick (A), Tiger (B), Chicken (C) and Worm (D). Stick beats Tiger, Tiger "
+        "eats Chicken, Chicken eats Worm and Worm beats Stick; any other pair of cards (the same card, or cards two "
+        "steps apart in this cycle) is a draw.",
+        "ABCD",
+    ),
+    "elements": (
+        "Both players hold the five element cards Metal (A), Wood (B), Water (C), Fire (D) and Earth (E). Wood "
+        "generates Fire, Fire generates Earth, Earth generates Metal, Metal generates Water and Water generates "
+        "Wood; Wood overcomes Earth, Earth overcomes Water, Water overcomes Fire, Fire overcomes Metal and Metal "
+        "overcomes Wood. If your card generates the opponent's card you lose the round; if your card overcomes "
+        "it you win; otherwise (the same card included) the round is a draw.",
+        "ABCDE",
+    ),
+    "animals": (
+        "Both players hold the eight animal pieces Elephant (A), Lion (B), Tiger (C), Leopard (D), Wolf (E), "
+        "Dog (F), Cat (G) and Mouse (H), ranked from largest to smallest. The larger piece wins, the same piece "
+        "is a draw, and as the one exception the Mouse beats the Elephant.",
+        "ABCDEFGH",
+    ),
+}
+
+
+_VERB = {"win": "win", "loss": "lose", "draw": "draw"}
+
+
+def duel(game, mine, theirs):
+    """'win', 'loss' or 'draw' for the player of `mine` against `theirs` in one card game."""
+    if mine == theirs:
+        return "draw"
+    if game == "stick":
+        beats = {"A": "B", "B": "C", "C": "D", "D": "A"}
+        return "win" if beats[mine] == theirs else "loss" if beats[theirs] == mine else "draw"
+    if game == "elements":
+        generates = {"B": "D", "D": "E", "E": "A", "A": "C", "C": "B"}
+        overcomes = {"B": "E", "E": "C", "C": "D", "D": "A", "A": "B"}
+        return "loss" if generates[mine] == theirs else "win" if overcomes[mine] == theirs else "draw"
+    if {mine, theirs} == {"A", "H"}:
+        return "win" if mine == "H" else "loss"
+    return "win" if mine < theirs else "loss"  # A is the largest animal
+
+
+def solve_constrained_linear_arrangement(data):
+    for cards in itertools.permutations(data["cards"], len(data["mine"])):
+        if all(duel(data["game"], m, t) == r for m, t, r in zip(data["mine"], cards, data["results"])):
+            return ", ".join(cards)
+    return None
+
+
+class ConstrainedLinearArrangement(SymbenchTask):
+    name = "constrained_linear_arrangement"
+    kind = "reasoning"
+    solver = (duel, solve_constrained_linear_arrangement)
+
+    def make(self, rng, difficulty):
+        game = rng.choice(sorted(_CARD_GAMES))
+        rules, cards = _CARD_GAMES[game]
+        rounds = min(len(cards), 2 + difficulty + rng.randint(0, 1))
+        mine, theirs = rng.sample(cards, rounds), rng.sample(cards, rounds)
+        results = [duel(game, m, t) for m, t in zip(mine, theirs)]
+        data = {"game": game, "cards": cards, "mine": mine, "results": results}
+        listing = "\n".join(f"Round {i + 1}: you play {m}, you {_VERB[r]}." for i, (m, r) in enumerate(zip(mine, results)))
+        q = (
+            f"Two players play a card game. {rules} Each card can be played only once; both players play one card "
+            f"per round at the same time.\n{listing}\nDeduce which card your opponent played in each round. Any "
+            f"sequence consistent with all results is accepted. Answer with the opponent's cards in round order, "
+            f"like <<<{', '.join(cards[:rounds])}>>>."
+        )
+        return q, data, ", ".join(theirs)
+
+    def check(self, answer, instance):
+        d = instance.data
+        cards = [w.upper() for w in re.findall(r"\b[A-Za-z]\b", answer)]
+        if len(cards) != len(d["mine"]) or len(set(cards)) != len(cards) or not set(cards) <= set(d["cards"]):
+            return 0.0
+        return float(all(duel(d["game"], m, t) == r for m, t, r in zip(d["mine"], cards, d["results"])))
 
 
 # ---------------------------------------------------------------- logic_puzzle
