@@ -71,6 +71,8 @@ class ExecutorPoolConfig:
     num_cpus: float = knob(0.5, "CPUs Ray reserves per executor actor.")
     resources: dict = knob({}, "Custom Ray resources per executor actor, e.g. {executor: 1} to pin them to CPU nodes.")
     max_queued: int = knob(256, "Requests waiting per actor before callers are made to wait (back-pressure).")
+    max_restarts: int = knob(-1, "Times Ray restarts a dead executor actor (-1: always); the call it was running returns killed_reason executor_died.")
+    start_timeout_s: float = knob(300.0, "Seconds to wait for the executor actors to start (fork server warm) before failing.")
 
 
 @dataclass

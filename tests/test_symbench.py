@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -161,6 +162,25 @@ def test_game24_judges_the_expression_not_the_string():
     assert task.score("(8 + 8) + 3 + 3", inst) == 0.0  # 22
     assert task.score("__import__('os').system('echo hi')", inst) == 0.0
     assert task.score("8 ** 3 / 8 / 3", inst) == 0.0  # powers are not allowed
+    assert task.score("[8, /, (, 3, -, 8, /, 3, )]", inst) == 1.0  # SymBench's token-list form
+
+
+def test_generation_does_not_depend_on_the_process_hash_seed():
+    code = (
+        "import hashlib, json\n"
+        "from r1ci.tasks.symbench import SYMBENCH_TASKS\n"
+        "h = hashlib.sha256()\n"
+        "for cls in SYMBENCH_TASKS:\n"
+        "    for x in cls().generate(9, 20):\n"
+        "        h.update(json.dumps([x.question, x.answer, x.data], sort_keys=True).encode())\n"
+        "print(h.hexdigest())\n"
+    )
+    digests = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout  # fmt: skip
+        for seed in ("1", "2")
+    }
+    assert len(digests) == 1 and len(digests.pop()) == 65
 
 
 def test_path_plan_accepts_any_shortest_route_and_rejects_walls_and_jumps():

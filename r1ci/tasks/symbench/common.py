@@ -175,6 +175,8 @@ def eval_arithmetic(expr: str) -> tuple[Fraction, list[int]]:
     the order written. Anything else (names, calls, powers, unary minus) raises ValueError."""
     expr = expr.replace("×", "*").replace("x", "*").replace("÷", "/").replace("−", "-")
     expr = expr.split("=")[0]
+    if expr.strip().startswith("["):  # SymBench's token-list form: [4, -, (, 6, *, 9, )]
+        expr = re.sub(r"[\[\],'\"]", " ", expr)
     tree = ast.parse(expr.strip(), mode="eval")
     used: list[int] = []
 
