@@ -136,6 +136,10 @@ class LearnerGroup:
         """Masked NLL of the batch (nats per model token), no update."""
         return self._all("eval_loss", self._padded(trajectories), divisible=True)[0]
 
+    def set_lr(self, lr: float) -> None:
+        """Learning rate of the next optimizer steps on every rank (jobs/sft.py's schedule)."""
+        self._wait([a.call.remote("set_lr", lr) for a in self.actors], "set_lr")
+
     def compute_logprobs(self, trajectories: list[Trajectory]) -> list[list[float]]:
         """Current-policy logprobs per response token (0.0 on interpreter tokens), in batch order."""
         per_rank = self._all("compute_logprobs", self._padded(trajectories), divisible=True)

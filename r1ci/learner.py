@@ -341,6 +341,14 @@ class Learner:
         """Masked NLL (nats per model token) of the whole batch, no update."""
         return self._nll_pass(trajectories, train=False)[0]
 
+    def set_lr(self, lr: float) -> None:
+        """Learning rate of the next optimizer steps, for jobs that own their schedule (SFT);
+        the warm-up factor of `learner.warmup_steps` still multiplies it."""
+        scheduler = self.engine.lr_scheduler
+        scheduler.base_lrs = [lr for _ in scheduler.base_lrs]
+        for group, factor in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas):
+            group["lr"] = lr * factor(scheduler.last_epoch)
+
     # ------------------------------------------------------------------ weights out
 
     def export_weights(self, copy: bool = True) -> dict[str, np.ndarray]:

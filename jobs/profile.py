@@ -1,0 +1,142 @@
+"""Profile every training sample with the SFT model: pass rate p and improvement potential 4p(1-p).
+
+    python jobs/profile.py --config configs/demo.yaml model.path=runs/sft/final
+
+Each sample is answered `len(profile.styles) x profile.samples_per_style` times (20 in the
+paper: 4 prompt styles x 5 temperatures) on the generator actors in parallel. Finished
+chunks land in `<output>.parts/`, so an interrupted run resumes; the merged Parquet at
+`profile.output` is what `curriculum.potentials` points RL to.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)  # this file's name would shadow the stdlib `profile` module (cProfile imports it)
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import zlib  # noqa: E402
+
+from r1ci.config import Config, ConfigError, add_cli, from_cli  # noqa: E402
+from r1ci.curriculum import improvement_potential, partition_stages, potential_rows, write_potentials  # noqa: E402
+from r1ci.models import resolve_model  # noqa: E402
+from r1ci.rollout import RolloutRequest, sampling_from_config  # noqa: E402
+from r1ci.tasks import generate_instances, resolve_task_names, score_answer  # noqa: E402
+from r1ci.tasks.base import Instance  # noqa: E402
+from r1ci.trajectory import Trajectory  # noqa: E402
+
+log = logging.getLogger("profile")
+
+
+def profile_requests(instances: list[Instance], cfg: Config) -> list[RolloutRequest]:
+    """Every sample in every style at every profile temperature; seeds fixed by (run seed, sample, style, k)."""
+    base = sampling_from_config(cfg)
+    out = []
+    for inst in instances:
+        for style in cfg.profile.styles:
+            for k, temperature in enumerate(cfg.profile.temperatures):
+                seed = zlib.crc32(f"{cfg.run.seed}/{inst.id}/{style}/{k}".encode())
+                sampling = dataclasses.replace(base, temperature=temperature, seed=seed)
+                out.append(RolloutRequest(inst, f"profile:{inst.id}", style, sampling))
+    return out
+
+
+def outcomes(trajs: list[Trajectory], samples: dict[str, Instance]) -> dict[str, list[bool]]:
+    """Per sample id, whether each answer passes the task verifier."""
+    out: dict[str, list[bool]] = {}
+    for t in trajs:
+        out.setdefault(t.sample_id, []).append(score_answer(t.task, t.answer, samples[t.sample_id]) >= 1.0)
+    return out
+
+
+def _read_parts(parts: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    rows: list[dict] = []
+    for f in sorted(parts.glob("chunk-*.parquet")):
+        rows += pq.read_table(f).to_pylist()
+    return rows
+
+
+def run_profile(cfg: Config, show_progress: bool = True) -> dict:
+    """Profile cfg.tasks.train (tasks.instances_per_task each, seed tasks.seed); returns a summary."""
+    import ray
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from actors.generator import make_generators
+    from actors.runtime import init_ray
+
+    pc = cfg.profile
+    out = Path(pc.output).expanduser()
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    samples = {
+        inst.id: inst
+        for name in resolve_task_names(cfg.tasks.train)
+        for inst in generate_instances(name, cfg.tasks.seed, cfg.tasks.instances_per_task)
+    }
+    done = {r["sample_id"] for r in _read_parts(parts)}
+    todo = [sid for sid in samples if sid not in done]
+    chunks = [todo[k : k + pc.chunk_size] for k in range(0, len(todo), pc.chunk_size)]
+    next_part = len(list(parts.glob("chunk-*.parquet")))
+    log.info("profiling %d samples (%d done before) x %d answers", len(todo), len(done), len(pc.styles) * pc.samples_per_style)
+
+    if chunks:
+        init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus)
+        generators = make_generators(cfg, resolve_model(cfg.model.path, cfg.model.data_dir))
+        try:
+            with Progress(TextColumn("profile"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not show_progress) as progress:
+                bar = progress.add_task("samples", total=len(samples), completed=len(done))
+                idle, running = list(generators), {}
+                while chunks or running:
+                    while idle and chunks:
+                        actor, chunk = idle.pop(), chunks.pop(0)
+                        running[actor.generate.remote(profile_requests([samples[s] for s in chunk], cfg))] = (actor, chunk)
+                    ready, _ = ray.wait(list(running), num_returns=1, timeout=pc.chunk_timeout_s)
+                    if not ready:
+                        raise TimeoutError(f"a generator took longer than profile.chunk_timeout_s={pc.chunk_timeout_s:g} s for one chunk")
+                    actor, chunk = running.pop(ready[0])
+                    trajs = ray.get(ready[0], timeout=60)
+                    write_potentials(potential_rows(outcomes(trajs, samples)), parts / f"chunk-{next_part:05d}.parquet")
+                    next_part += 1
+                    idle.append(actor)
+                    progress.advance(bar, len(chunk))
+        finally:
+            for actor in generators:
+                ray.kill(actor)
+
+    rows = [r for r in _read_parts(parts) if r["sample_id"] in samples]
+    write_potentials(rows, out)
+    stages = partition_stages({r["sample_id"]: improvement_potential(r["pass_rate"]) for r in rows}, cfg.curriculum.stage_bounds)
+    summary = {
+        "samples": len(rows),
+        "profiled_now": len(todo),
+        "answers_per_sample": len(pc.styles) * pc.samples_per_style,
+        "mean_pass_rate": sum(r["pass_rate"] for r in rows) / max(len(rows), 1),
+        "mean_potential": sum(r["potential"] for r in rows) / max(len(rows), 1),
+        "stage_sizes": [len(s) for s in stages],
+        "output": str(out),
+    }
+    log.info("profile: %s", summary)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_cli(parser)
+    try:
+        cfg = from_cli(parser.parse_args())
+        summary = run_profile(cfg, show_progress=sys.stderr.isatty())
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"profile: {exc}") from None
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    main()
