@@ -3,8 +3,6 @@ transformations, largest uniform squares, Reversi, light puzzles and 2048."""
 
 from __future__ import annotations
 
-import random
-
 from r1ci.tasks.symbench.common import SymbenchTask, atoms_equal, chars_equal
 
 

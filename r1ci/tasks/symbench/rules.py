@@ -4,8 +4,6 @@ deletion/modification and letter counting."""
 
 from __future__ import annotations
 
-import collections
-
 from r1ci.tasks.symbench.common import SymbenchTask
 
 _WORDS = (
@@ -213,8 +211,9 @@ class SynthesisDecomposition(SymbenchTask):
         for i in range(rng.randint(len(products) + 1, 3 + min(difficulty, 2))):
             out = products[i] if i < len(products) else rng.choice([x for x in items if self.rank[x] > 0])
             lower = [x for x in items if self.rank[x] < self.rank[out]]
-            rules.insert(rng.randint(0, len(rules)), {"in": {x: rng.randint(1, 3) for x in sorted(rng.sample(lower, rng.randint(1, min(3, len(lower)))))},
-                          "out": {out: rng.randint(1, 3)}})  # fmt: skip
+            inputs = sorted(rng.sample(lower, rng.randint(1, min(3, len(lower)))))
+            rule = {"in": {x: rng.randint(1, 3) for x in inputs}, "out": {out: rng.randint(1, 3)}}
+            rules.insert(rng.randint(0, len(rules)), rule)
         counts = {x: (rng.randint(3, 6 + 2 * difficulty) if self.rank[x] < 2 else 0) for x in items}
         data = {"items": items, "counts": counts, "rules": rules, "mode": "cycle"}
         q = count_rules_question(
