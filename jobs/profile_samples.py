@@ -1,6 +1,9 @@
 """Profile every training sample with the SFT model: pass rate p and improvement potential 4p(1-p).
 
-    python jobs/profile.py --config configs/demo.yaml model.path=runs/sft/final
+(Named profile_samples.py, not profile.py: jobs/ is sys.path[0] for every job, and a
+jobs/profile.py would shadow the stdlib `profile` module that cProfile imports.)
+
+    python jobs/profile_samples.py --config configs/demo.yaml model.path=runs/sft/final
 
 Each sample is answered `len(profile.styles) x profile.samples_per_style` times (20 in the
 paper: 4 prompt styles x 5 temperatures) on the generator actors in parallel. Finished
@@ -10,25 +13,21 @@ chunks land in `<output>.parts/`, so an interrupted run resumes; the merged Parq
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
+import logging
 import sys
+import zlib
 from pathlib import Path
 
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)  # this file's name would shadow the stdlib `profile` module (cProfile imports it)
-
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import zlib  # noqa: E402
-
-from r1ci.config import Config, ConfigError, add_cli, from_cli  # noqa: E402
-from r1ci.curriculum import improvement_potential, partition_stages, potential_rows, write_potentials  # noqa: E402
-from r1ci.models import resolve_model  # noqa: E402
-from r1ci.rollout import RolloutRequest, sampling_from_config  # noqa: E402
-from r1ci.tasks import generate_instances, resolve_task_names, score_answer  # noqa: E402
-from r1ci.tasks.base import Instance  # noqa: E402
-from r1ci.trajectory import Trajectory  # noqa: E402
+from r1ci.config import Config, ConfigError, add_cli, from_cli
+from r1ci.curriculum import improvement_potential, partition_stages, potential_rows, write_potentials
+from r1ci.models import resolve_model
+from r1ci.rollout import RolloutRequest, sampling_from_config
+from r1ci.tasks import generate_instances, resolve_task_names, score_answer
+from r1ci.tasks.base import Instance
+from r1ci.trajectory import Trajectory
 
 log = logging.getLogger("profile")
 

@@ -55,12 +55,12 @@ def informative_groups(results: dict[str, list[float]]) -> list[str]:
 
 
 def read_pass_rates(path: str | Path) -> dict[str, float]:
-    """{sample_id: pass rate} from the Parquet file `jobs/profile.py` writes."""
+    """{sample_id: pass rate} from the Parquet file `jobs/profile_samples.py` writes."""
     import pyarrow.parquet as pq
 
     path = Path(path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"curriculum.potentials file '{path}' not found: run jobs/profile.py first or set curriculum.potentials=''")
+        raise FileNotFoundError(f"curriculum.potentials file '{path}' not found: run jobs/profile_samples.py first or set curriculum.potentials=''")
     table = pq.read_table(path, columns=["sample_id", "pass_rate"])
     return dict(zip(table.column("sample_id").to_pylist(), map(float, table.column("pass_rate").to_pylist())))
 

@@ -134,7 +134,7 @@ def test_make_sampler_switches_on_one_key_and_refuses_a_mismatched_checkpoint():
     with pytest.raises(ValueError, match="uniform"):
         cur.load_state_dict(uni.state_dict())
     cfg.curriculum.potentials = "/nonexistent/potentials.parquet"
-    with pytest.raises(FileNotFoundError, match="jobs/profile.py"):
+    with pytest.raises(FileNotFoundError, match="jobs/profile_samples.py"):
         make_sampler(cfg, IDS)
 
 

@@ -15,7 +15,7 @@ JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
 
 def load_job(name: str):
-    """A jobs/ script as a module (jobs/profile.py would clash with the stdlib `profile` by plain import)."""
+    """A jobs/ script as a module (jobs/profile_samples.py would clash with the stdlib `profile` by plain import)."""
     spec = importlib.util.spec_from_file_location(f"r1ci_job_{name}", JOBS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -44,7 +44,7 @@ def test_batches_repeat_heavy_trajectories_and_group_similar_lengths():
 def sft_data(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft_data")
     cfg = load_config(None, [
-        f"model.path={tiny_model_dir}", "tasks.train=[toy_run_code,boolean_expressions]", f"synthesis.output_dir={out}",
+        f"model.path={tiny_model_dir}", "tasks.train=[toy_run_code,multistep_arithmetic_two]", f"synthesis.output_dir={out}",
         "synthesis.instances_per_task=10", "synthesis.max_per_task=10", "sandbox.timeout_s=10",
     ])
     counts = load_job("synthesize").synthesize(cfg, show_progress=False)
@@ -86,17 +86,17 @@ def test_sft_loss_falls_and_leaves_a_model_rl_can_start_from(sft_run):
 def test_profile_writes_pass_rates_that_build_stages_and_resumes(sft_run, tmp_path):
     summary, _ = sft_run
     args = [
-        f"model.path={summary['final_dir']}", "tasks.train=[toy_run_code,boolean_expressions]", "tasks.instances_per_task=3",
+        f"model.path={summary['final_dir']}", "tasks.train=[toy_run_code,multistep_arithmetic_two]", "tasks.instances_per_task=3",
         "generator.backend=hf", "generator.num_generators=2", "generator.num_cpus=0.25", "generator.max_model_len=512",
         "sampling.max_tokens_per_turn=24", "sampling.max_total_tokens=48", "profile.styles=[agent,text]",
         "profile.samples_per_style=2", "profile.temperatures=[0.7,1.0]", "profile.chunk_size=2",
         f"profile.output={tmp_path / 'potentials.parquet'}", "sandbox.timeout_s=10",
     ]
-    profile = load_job("profile")
+    profile = load_job("profile_samples")
     first = profile.run_profile(load_config(None, args), show_progress=False)
     assert first["samples"] == 6 and first["profiled_now"] == 6 and first["answers_per_sample"] == 4
     rates = read_pass_rates(tmp_path / "potentials.parquet")
-    assert sorted(rates) == sorted(f"{t}/0/{i}" for t in ("toy_run_code", "boolean_expressions") for i in range(3))
+    assert sorted(rates) == sorted(f"{t}/0/{i}" for t in ("toy_run_code", "multistep_arithmetic_two") for i in range(3))
     assert all(r in (0.0, 0.25, 0.5, 0.75, 1.0) for r in rates.values())
     stages = partition_stages({s: improvement_potential(p) for s, p in rates.items()})
     assert [len(s) for s in stages] == first["stage_sizes"] and sum(first["stage_sizes"]) == 6

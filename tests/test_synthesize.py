@@ -16,7 +16,7 @@ from r1ci.tasks import generate_instances, get_task, score_answer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 from synthesize import synthesize  # noqa: E402
 
-TASKS = ["toy_run_code", "boolean_expressions"]
+TASKS = ["toy_run_code", "multistep_arithmetic_two"]
 
 
 def _cfg(model_dir, out, *extra):
