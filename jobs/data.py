@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["R1CI_DATA_DIR"] = str(Path(cfg.model.data_dir).expanduser())
         args.run(args, cfg)
     except (ConfigError, UnknownTaskError, ValueError, RuntimeError) as exc:
-        console.print(Text("error: ", style="red") + Text(str(exc)))
+        console.print(Text("error: ", style="red") + Text(str(exc)), soft_wrap=True)
         return 2
     return 0
 

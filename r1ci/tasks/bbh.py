@@ -25,6 +25,7 @@ from r1ci.tasks.answers import normalize_text, same_answer, same_choice, same_te
 from r1ci.tasks.base import Instance, Task
 
 FETCH_HINT = "python jobs/data.py fetch-bbh"
+MIN_INSTANCES = 200  # the suite's per-task guarantee; smaller BIG-bench sources say so in metadata
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -229,6 +230,9 @@ class BigBenchTask(Task):
         pool = build_pool(self.name, str(data_dir()))
         order = list(range(len(pool)))
         random.Random(seed).shuffle(order)
+        meta = {"source": f"bigbench/{self.spec.source}", "pool_size": len(pool)}
+        if len(pool) < MIN_INSTANCES:
+            meta["note"] = f"the BIG-bench source has only {len(pool)} distinct questions (fewer than {MIN_INSTANCES})"
         return [
             Instance(
                 task=self.name,
@@ -237,7 +241,7 @@ class BigBenchTask(Task):
                 question=pool[j]["question"],
                 answer=pool[j]["answer"],
                 data=pool[j]["data"],
-                metadata={"source": f"bigbench/{self.spec.source}", "source_index": j, "pool_size": len(pool)},
+                metadata={**meta, "source_index": j},
             )
             for i, j in enumerate(order[:n])
         ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sys
+import io
 from typing import Any
 
 from r1ci.tasks.base import Instance, Task
@@ -129,13 +129,13 @@ POOL_SIZE = 2048
 def _dataset(name: str, seed: int) -> Any:
     import reasoning_gym
 
-    with contextlib.redirect_stdout(sys.stderr):  # some generators print progress dots
+    with contextlib.redirect_stdout(io.StringIO()):  # some generators (bf) print progress dots
         return reasoning_gym.create_dataset(name, size=POOL_SIZE, seed=seed)
 
 
 @functools.lru_cache(maxsize=65536)
 def _entry(name: str, seed: int, index: int) -> dict:
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(io.StringIO()):
         return _dataset(name, seed)[index]
 
 
