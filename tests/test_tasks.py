@@ -265,3 +265,13 @@ def test_data_show_previews_and_names_unknown_tasks():
     assert out.returncode == 0 and "web_of_lies/0/1" in out.stdout and "reference solution" in out.stdout
     bad = _run_data("show", "web_of_lie")
     assert bad.returncode == 2 and "unknown task 'web_of_lie'" in bad.stderr and "web_of_lies" in bad.stderr
+
+
+def test_data_build_writes_both_splits_for_a_subset(tmp_path):
+    import pyarrow.parquet as pq
+
+    out = _run_data("build", "--out", str(tmp_path), "-n", "2", "--tasks", "web_of_lies", "boolean_expressions")
+    assert out.returncode == 0, out.stderr
+    train, test = (pq.read_table(tmp_path / f"{s}.parquet").to_pylist() for s in ("train", "test"))
+    assert {r["task"] for r in train} == {"web_of_lies"} and {r["task"] for r in test} == {"boolean_expressions"}
+    assert len(train) == len(test) == 2 and json.loads((tmp_path / "manifest.json").read_text())["split_version"] == SPLIT_VERSION
