@@ -82,6 +82,14 @@ def test_gold_answers_score_one_and_corrupted_answers_less(task):
     assert first_rejected >= 40
 
 
+def test_large_integer_answers_must_be_exact():
+    task = next(cls() for cls in SYMBENCH_TASKS if cls.name == "number_multiply")
+    inst = task.generate(3, 1)[0]
+    assert task.score(inst.answer, inst) == 1.0
+    assert task.score(str(int(inst.answer) + 1), inst) == 0.0
+    assert task.score(f"{int(inst.answer):,}", inst) == 1.0  # thousands separators are fine
+
+
 @pytest.mark.parametrize("garbage", [None, "", "   ", "banana", "[[[", "{'a': 1}", "__import__('os').getcwd()", "1/0"])
 def test_none_and_garbage_score_zero_without_raising(task, garbage):
     inst = instances(task, 0)[0]

@@ -7,7 +7,7 @@ import itertools
 import re
 from fractions import Fraction
 
-from r1ci.tasks.symbench.common import SymbenchTask, eval_arithmetic, numbers_in
+from r1ci.tasks.symbench.common import SymbenchTask, eval_arithmetic, number_equal, numbers_in
 
 
 # ---------------------------------------------------------------- number_multiply
@@ -31,6 +31,9 @@ class NumberMultiply(SymbenchTask):
         data = {"factors": factors}
         q = f"Compute {' * '.join(map(str, factors))}. Answer with the exact integer only, like <<<123456>>>."
         return q, data, self.solve(data)
+
+    def check(self, answer, instance):
+        return float(number_equal(answer, instance.answer))
 
 
 # ---------------------------------------------------------------- new_operator
@@ -94,6 +97,9 @@ class NewOperator(SymbenchTask):
             f"come first.\nCompute {expr}.\nAnswer with the integer only, like <<<42>>>."
         )
         return q, data, self.solve(data)
+
+    def check(self, answer, instance):
+        return float(number_equal(answer, instance.answer))
 
 
 # ---------------------------------------------------------------- game24

@@ -99,7 +99,9 @@ def atoms(text: str) -> list[Any]:
     return out
 
 
-def atoms_equal(answer: str, gold: str | None, tol: float = 1e-6) -> bool:
+def atoms_equal(answer: str, gold: str | None, abs_tol: float = 0.0) -> bool:
+    """Same atoms in the same order; numbers compare exactly (0.5 equals 1/2), or within
+    `abs_tol` where the task asks for rounded values."""
     if gold is None:
         return False
     a, g = atoms(answer), atoms(gold)
@@ -107,7 +109,7 @@ def atoms_equal(answer: str, gold: str | None, tol: float = 1e-6) -> bool:
         return False
     for x, y in zip(a, g):
         if isinstance(x, Fraction) and isinstance(y, Fraction):
-            if abs(x - y) > tol * max(1, abs(y)):
+            if abs(x - y) > abs_tol:
                 return False
         elif x != y:
             return False
@@ -124,7 +126,7 @@ def chars_equal(answer: str, gold: str | None, alphabet: str) -> bool:
     return pick(answer) == pick(gold)
 
 
-def number_equal(answer: str, gold: str | None, abs_tol: float = 1e-9) -> bool:
+def number_equal(answer: str, gold: str | None, abs_tol: float = 0.0) -> bool:
     """The answer holds exactly one number (commas as thousands separators, $ and units
     allowed; fractions such as 3/8 too) and it is within `abs_tol` of the gold number."""
     if gold is None:

@@ -4,7 +4,7 @@ deletion/modification and letter counting."""
 
 from __future__ import annotations
 
-from r1ci.tasks.symbench.common import SymbenchTask
+from r1ci.tasks.symbench.common import SymbenchTask, number_equal
 
 _WORDS = (
     "strawberry banana pineapple raspberry mississippi bookkeeper committee assessment necessary "
@@ -51,6 +51,9 @@ class StatisticalCounting(SymbenchTask):
             "Answer with the total score as an integer, like <<<7>>>."
         )
         return q, data, self.solve(data)
+
+    def check(self, answer, instance):
+        return float(number_equal(answer, instance.answer))
 
 
 # ---------------------------------------------------------------- mahjong_pattern
