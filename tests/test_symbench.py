@@ -82,6 +82,14 @@ def test_gold_answers_score_one_and_corrupted_answers_less(task):
     assert first_rejected >= 40
 
 
+def test_gold_answers_in_other_list_formats_still_score_one(task):
+    for inst in instances(task, 0)[:20]:
+        double_quoted = inst.answer.replace("'", '"')
+        spaced = re.sub(r",\s*", " ,  ", inst.answer)
+        assert task.score(double_quoted, inst) == 1.0, double_quoted
+        assert task.score(f"  {spaced}\n", inst) == 1.0, spaced
+
+
 def test_large_integer_answers_must_be_exact():
     task = next(cls() for cls in SYMBENCH_TASKS if cls.name == "number_multiply")
     inst = task.generate(3, 1)[0]
