@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import threading
 
 from r1ci.config import SandboxConfig
@@ -20,6 +21,7 @@ def shared_executor(cfg: SandboxConfig | None = None) -> Executor:
     with _shared_lock:
         if _shared is None:
             _shared = Executor(cfg)
+            atexit.register(_shared.close)
         return _shared
 
 

@@ -55,16 +55,30 @@ def _hidden_ancestors(path: str) -> list[str]:
     return out
 
 
+def python_paths() -> list[str]:
+    """Directories the interpreter imports from (children must be able to read them)."""
+    return sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, PACKAGE_ROOT} | {p for p in sys.path if p.startswith("/")})
+
+
+def hidden_paths(paths: list[str]) -> dict[str, list[str]]:
+    """{closed ancestor (e.g. /root): the paths under it to bind back} for the given paths."""
+    out: dict[str, list[str]] = {}
+    for p in paths:
+        closed = _hidden_ancestors(p)
+        if closed and os.path.exists(p):
+            out.setdefault(closed[0], []).append(p)
+    return out
+
+
 def bwrap_argv(cfg: SandboxConfig, python_paths: list[str]) -> list[str]:
     """bwrap flags: new pid/net/ipc/uts namespaces (no user namespace, so the server stays real
     root and can give each run its own uid), read-only /, private /dev, /proc and /tmp, and
     the interpreter's own directories made reachable where an ancestor (like /root) is closed."""
     argv = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--size", str(cfg.tmp_mb << 20), "--tmpfs", "/tmp"]
-    hidden = sorted({a for p in python_paths for a in _hidden_ancestors(p)[:1]})
-    for top in hidden:
+    for top, paths in hidden_paths(python_paths).items():
         argv += ["--perms", "0755", "--tmpfs", top]
-        for p in sorted({p for p in python_paths if p.startswith(top + "/") and os.path.exists(p)}):
+        for p in paths:
             for d in reversed(Path(p).parents):  # bwrap would create these 0700
                 if str(d).startswith(top + "/"):
                     argv += ["--perms", "0755", "--dir", str(d)]
@@ -74,10 +88,9 @@ def bwrap_argv(cfg: SandboxConfig, python_paths: list[str]) -> list[str]:
 
 def launcher(containment: str, cfg: SandboxConfig) -> list[str]:
     if containment == "bwrap":
-        paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, PACKAGE_ROOT] + [p for p in sys.path if p.startswith("/")]
-        return bwrap_argv(cfg, paths)
+        return bwrap_argv(cfg, python_paths())
     if containment == "unshare":
-        return ["unshare", "--pid", "--fork", "--net", "--mount-proc", "--kill-child", "--"]
+        return ["unshare", "--pid", "--fork", "--net", "--mount", "--mount-proc", "--kill-child", "--"]
     return []
 
 
@@ -136,7 +149,7 @@ class _Server:
             "fd": child_sock.fileno(), "preload": list(cfg.preload), "cpu_time_s": cfg.cpu_time_s,
             "memory_mb": cfg.memory_mb, "max_processes": cfg.max_processes, "max_file_mb": cfg.max_file_mb,
             "uid_base": uid_base, "uid_span": UID_SPAN, "spares": cfg.workers, "workroot": workroot,
-            "deny_sockets": containment == "none",
+            "deny_sockets": containment == "none", "expose": hidden_paths(python_paths()) if containment == "unshare" else {},
         }
         argv = launcher(containment, cfg) + [sys.executable, "-c", "from r1ci.sandbox.server import main; main()", json.dumps(server_cfg)]
         # glibc malloc with transparent huge pages: the preloaded heap then sits in 2 MiB pages,
@@ -266,7 +279,7 @@ class Executor:
         with self._lock:
             if self._closed:
                 raise SandboxError("this Executor is closed")
-            if self._server is not None and self._server.alive:
+            if self._server is not None and self._server.alive and self._server.proc.poll() is None:
                 return self._server
             if self._server is not None:
                 self._counters["restarts"] += 1

@@ -89,6 +89,25 @@ def deny_inet_sockets(libc: ctypes.CDLL) -> None:
         raise OSError("could not load the seccomp filter that refuses sockets")
 
 
+def expose(libc: ctypes.CDLL, hidden: dict[str, list[str]]) -> None:
+    """In a private mount namespace: cover each closed directory (like /root, mode 0700) with a
+    world-readable tmpfs and bind the interpreter's own directories back, read-only, so the
+    unprivileged children can import from them (what bwrap's --tmpfs/--ro-bind do)."""
+    ms_rdonly, ms_remount, ms_bind, ms_rec = 1, 32, 4096, 16384
+    for top, paths in hidden.items():
+        sources = {p: os.open(p, os.O_PATH) for p in paths}  # still reachable once `top` is covered
+        if libc.mount(b"tmpfs", top.encode(), b"tmpfs", 0, b"mode=0755"):
+            raise OSError(ctypes.get_errno(), f"mount tmpfs on {top}")
+        for path, fd in sources.items():
+            if not os.path.isdir(path):  # else it is nested under an earlier bind
+                os.makedirs(path, mode=0o755)
+                dst = path.encode()
+                if (libc.mount(f"/proc/self/fd/{fd}".encode(), dst, None, ms_bind | ms_rec, None)
+                        or libc.mount(None, dst, None, ms_remount | ms_bind | ms_rdonly, None)):
+                    raise OSError(ctypes.get_errno(), f"bind {path}")
+            os.close(fd)
+
+
 def run_snippet(code: str) -> int:
     """Run `code` as a fresh __main__ and return the process exit code Python itself would give."""
     linecache.cache[SNIPPET] = (len(code), None, code.splitlines(True), SNIPPET)
@@ -500,6 +519,8 @@ def _drain(fd: int) -> None:
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     sock = socket.socket(fileno=cfg["fd"])
+    if cfg["expose"]:
+        expose(_libc(), cfg["expose"])
     missing = []
     for name in cfg["preload"]:
         try:
