@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import warnings
 from typing import Any
 
 from r1ci.tasks.base import Instance, Task
@@ -181,7 +182,9 @@ class ReasoningGymTask(Task):
         d = instance.data
         try:
             entry = _entry(self.name, d["rg_seed"], d["rg_index"])
-            value = float(_dataset(self.name, d["rg_seed"]).score_answer(answer=answer, entry=entry))
+            with warnings.catch_warnings():  # e.g. numpy's loadtxt warns on empty answers
+                warnings.simplefilter("ignore")
+                value = float(_dataset(self.name, d["rg_seed"]).score_answer(answer=answer, entry=entry))
         except Exception:  # e.g. prime_factorization raises ValueError on non-numeric text
             return 0.0
         return min(max(value, 0.0), 1.0)
