@@ -4,6 +4,7 @@ deletion/modification and letter counting."""
 
 from __future__ import annotations
 
+from r1ci.tasks.answers import normalize_text
 from r1ci.tasks.symbench.common import SymbenchTask, number_equal
 
 _WORDS = (
@@ -105,6 +106,10 @@ class MahjongPattern(SymbenchTask):
             f"{listing}\nWhat is the result of the last round? Answer with Peng, Chi or Pass, like <<<Chi>>>."
         )
         return q, data, self.solve(data)
+
+    def check(self, answer, instance):
+        given = normalize_text(answer)
+        return float({"1": "peng", "2": "chi", "0": "pass"}.get(given, given) == instance.answer.lower())  # SymBench's codes
 
 
 # ---------------------------------------------------------------- string_synthesis, string_splitting, synthesis_decomposition
