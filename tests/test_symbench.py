@@ -174,6 +174,7 @@ def test_game24_judges_the_expression_not_the_string():
     inst = _instance(task, {"numbers": [3, 3, 8, 8], "target": 24})
     assert task.score("8 / (3 - 8 / 3)", inst) == 1.0
     assert task.score("8/(3-8/3) = 24", inst) == 1.0
+    assert task.score("24 = 8/(3-8/3)", inst) == 1.0
     assert task.score("8 * 3 + 3 - 3", inst) == 0.0  # numbers not used exactly once
     assert task.score("(8 + 8) + 3 + 3", inst) == 0.0  # 22
     assert task.score("__import__('os').system('echo hi')", inst) == 0.0

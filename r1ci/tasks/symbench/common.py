@@ -176,7 +176,7 @@ def eval_arithmetic(expr: str) -> tuple[Fraction, list[int]]:
     """Exact value of an expression of integers, + - * / and parentheses, and the integers in
     the order written. Anything else (names, calls, powers, unary minus) raises ValueError."""
     expr = expr.replace("×", "*").replace("x", "*").replace("÷", "/").replace("−", "-")
-    expr = expr.split("=")[0]
+    expr = max(expr.split("="), key=len)  # "expr = 24" or "24 = expr": the expression is the longer side
     if expr.strip().startswith("["):  # SymBench's token-list form: [4, -, (, 6, *, 9, )]
         expr = re.sub(r"[\[\],'\"]", " ", expr)
     tree = ast.parse(expr.strip(), mode="eval")
