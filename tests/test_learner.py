@@ -140,17 +140,22 @@ def test_zero3_exports_the_full_state_dict_and_saves_a_loadable_hf_folder(tiny_m
 
 
 @pytest.mark.slow
-def test_two_rank_group_matches_a_single_rank_and_fails_clearly(ray_cluster, tiny_model_dir):
+def test_two_rank_group_matches_a_single_rank_and_fails_clearly(ray_cluster, tiny_model_dir, tmp_path):
+    """ZeRO-3 over two Ray actors against ZeRO-2 in one process, with PPO/GAE: the value head,
+    the KL-in-reward and the whole-batch advantages all cross ranks."""
     trajs = make_batch(4, seed=3)
-    cfg = make_cfg(num_learners=2, num_cpus=0.25, timeout_s=300.0)
+    cfg = make_cfg(num_learners=2, num_cpus=0.25, timeout_s=300.0, zero_stage=3)
+    single_cfg = make_cfg()
+    for c in (cfg, single_cfg):
+        c.algorithm.advantage, c.algorithm.kl_coef = "gae", 0.05
     group = LearnerGroup.create(cfg, tiny_model_dir)
-    single = Learner(make_cfg(), tiny_model_dir)
+    single = Learner(single_cfg, tiny_model_dir)
     try:
         odd = trajs[:3]  # not a multiple of 2: padded with loss-free copies
         assert np.allclose(sum(group.compute_logprobs(odd), []), sum(single.compute_logprobs(odd), []), atol=1e-5)
         for _ in range(2):
             g, s = group.train_step(trajs), single.train_step(trajs)
-        for key in ("policy_loss", "kl", "entropy", "grad_norm", "tokens"):
+        for key in ("policy_loss", "value_loss", "kl", "entropy", "grad_norm", "tokens"):
             assert g[key] == pytest.approx(s[key], rel=1e-4, abs=1e-6), key
         buckets = ray.get(group.publish_weights(version=7), timeout=60)
         published = dict(iter_weights(buckets, version=7))
@@ -158,6 +163,11 @@ def test_two_rank_group_matches_a_single_rank_and_fails_clearly(ray_cluster, tin
         assert set(published) == set(local)
         assert all(np.allclose(published[k], local[k], atol=1e-5) for k in local)
         assert group.sft_step(trajs)["loss"] == pytest.approx(single.sft_step(trajs)["loss"], rel=1e-4)
+        group.save(str(tmp_path / "ckpt"))
+        before = group.compute_logprobs(trajs)
+        group.train_step(trajs)
+        group.load(str(tmp_path / "ckpt"))
+        assert np.allclose(sum(group.compute_logprobs(trajs), []), sum(before, []), atol=1e-6)
         with pytest.raises(ValueError, match="multiple of learner.num_learners"):
             group.train_step(trajs[:3])
         ray.kill(group.actors[1])
