@@ -41,6 +41,14 @@ def solve_gsm(data):
         value = Fraction(p["flour"] * p["want"], p["batch"])
     elif t == "discount":
         value = float(Fraction(p["price"]) * (100 - p["off"]) / 100 * (100 + p["tax"]) / 100)
+    elif t == "pipes":
+        value = Fraction(p["a"] * p["b"], p["a"] + p["b"])
+    elif t == "average":
+        value = (len(p["scores"]) + 1) * p["mean"] - sum(p["scores"])
+    elif t == "profit":
+        value = p["days"] * (p["loaves"] * (p["price"] - p["cost"]) - p["rent"])
+    elif t == "growth":
+        value = Fraction(p["people"]) * (100 + p["rate"]) ** 2 / 10000
     else:  # fence
         value = 2 * (p["length"] + p["width"]) * p["cost"] - p["gate"]
     return number_text(value)
@@ -49,7 +57,7 @@ def solve_gsm(data):
 def gsm_question(rng, difficulty):
     who = rng.choice(_PEOPLE)
     big = 10 * difficulty
-    t = rng.choice(["change", "defects", "ages", "savings", "trip", "recipe", "discount", "fence"])
+    t = rng.choice(["change", "defects", "ages", "savings", "trip", "recipe", "discount", "fence", "pipes", "average", "profit", "growth"])
     if t == "change":
         p = {"a": rng.randint(2, 6 + big), "price_a": rng.randint(2, 9), "b": rng.randint(2, 6), "price_b": rng.randint(1, 5)}
         p["bill"] = 50 * (1 + (p["a"] * p["price_a"] + p["b"] * p["price_b"]) // 50)
@@ -80,6 +88,25 @@ def gsm_question(rng, difficulty):
         p = {"price": rng.randint(20, 300 + big), "off": rng.choice([10, 15, 20, 25, 30, 40]), "tax": rng.choice([5, 8, 10, 12])}
         q = (f"A jacket costs ${p['price']}. It is {p['off']}% off, and then a {p['tax']}% sales tax is added to the "
              "discounted price. What is the final price in dollars, to the cent?")
+    elif t == "pipes":
+        p = {"a": rng.randint(2, 12 + big), "b": rng.randint(2, 12)}
+        q = (f"One pipe fills a tank in {p['a']} hours and another fills it in {p['b']} hours. How many hours do they "
+             "take to fill the empty tank together? Give a fraction if needed.")
+    elif t == "average":
+        scores = [rng.randint(60, 100) for _ in range(2 + difficulty)]
+        last = rng.randint(50, 100)
+        last -= (sum(scores) + last) % (len(scores) + 1)
+        p = {"scores": scores, "mean": (sum(scores) + last) // (len(scores) + 1)}
+        q = (f"{who} scored {', '.join(map(str, scores))} on the first {len(scores)} tests. What score on the next "
+             f"test makes the average of all {len(scores) + 1} tests exactly {p['mean']}?")
+    elif t == "profit":
+        p = {"loaves": rng.randint(20, 80 + big), "price": rng.randint(3, 8), "cost": rng.randint(1, 2), "rent": rng.randint(10, 60), "days": rng.randint(2, 7)}
+        q = (f"A baker sells {p['loaves']} loaves a day at ${p['price']} each. Ingredients cost ${p['cost']} per loaf "
+             f"and the shop costs ${p['rent']} a day. What is the profit in dollars over {p['days']} days?")
+    elif t == "growth":
+        p = {"people": 400 * rng.randint(2, 50 + big), "rate": rng.choice([5, 10, 20, 25, 50])}
+        q = (f"A town has {p['people']} people and its population grows by {p['rate']}% each year. How many people "
+             "live there after 2 years?")
     else:
         p = {"length": rng.randint(5, 30 + big), "width": rng.randint(3, 20), "cost": rng.randint(2, 15), "gate": rng.randint(0, 3) * 10}
         q = (f"A rectangular garden is {p['length']} m long and {p['width']} m wide. Fencing costs ${p['cost']} per "
@@ -123,13 +150,19 @@ def solve_counting_and_probability(data):
     elif t == "divisible":
         n, a, b = p["n"], p["a"], p["b"]
         value = n // a + n // b - n // (a * b // math.gcd(a, b))
+    elif t == "handshakes":
+        value = math.comb(p["n"], 2)
+    elif t == "plates":
+        value = math.perm(26, p["letters"]) * 10 ** p["digits"]
+    elif t == "round_table":
+        value = math.factorial(p["n"] - 1)
     else:  # lattice paths
         value = math.comb(p["right"] + p["up"], p["right"])
     return number_text(value)
 
 
 def counting_question(rng, difficulty):
-    t = rng.choice(["committee", "anagrams", "same_color", "dice", "coins", "divisible", "paths"])
+    t = rng.choice(["committee", "anagrams", "same_color", "dice", "coins", "divisible", "paths", "handshakes", "plates", "round_table"])
     if t == "committee":
         p = {"n": rng.randint(6, 10 + 2 * difficulty), "k": 0}
         p["k"] = rng.randint(2, p["n"] - 2)
@@ -153,6 +186,17 @@ def counting_question(rng, difficulty):
     elif t == "divisible":
         p = {"n": rng.randint(50, 500 * difficulty), "a": rng.randint(2, 9), "b": rng.randint(2, 13)}
         q = f"How many integers from 1 to {p['n']} inclusive are divisible by {p['a']} or by {p['b']}?"
+    elif t == "handshakes":
+        p = {"n": rng.randint(3, 40 * difficulty)}
+        q = f"At a party {p['n']} people each shake hands with everyone else exactly once. How many handshakes are there?"
+    elif t == "plates":
+        p = {"letters": rng.randint(1, 3), "digits": rng.randint(1, 3 + difficulty)}
+        q = (f"A licence plate has {p['letters']} letters (A-Z, no letter repeated) followed by {p['digits']} digits "
+             "(0-9, repeats allowed). How many different plates are possible?")
+    elif t == "round_table":
+        p = {"n": rng.randint(3, 8 + difficulty)}
+        q = (f"In how many ways can {p['n']} people sit around a round table, if seatings that differ only by a "
+             "rotation count as the same?")
     else:
         p = {"right": rng.randint(2, 6 + difficulty), "up": rng.randint(2, 6 + difficulty)}
         q = (f"A path on a grid goes from (0, 0) to ({p['right']}, {p['up']}) using unit steps right or up. "
@@ -194,6 +238,12 @@ def solve_geometry(data):
         value = Fraction(180 * (p["n"] - 2), p["n"])
     elif t == "cylinder":
         value = math.pi * p["r"] ** 2 * p["h"]
+    elif t == "sphere":
+        value = 4 / 3 * math.pi * p["r"] ** 3
+    elif t == "diagonals":
+        value = p["n"] * (p["n"] - 3) // 2
+    elif t == "rectangle_diagonal":
+        value = math.hypot(p["length"], p["width"])
     else:  # trapezoid
         value = Fraction((p["a"] + p["b"]) * p["h"], 2)
     return number_text(value)
@@ -201,7 +251,8 @@ def solve_geometry(data):
 
 def geometry_question(rng, difficulty):
     span = 10 * difficulty
-    t = rng.choice(["triangle_area", "distance", "hypotenuse", "circle_area", "interior_angle", "cylinder", "trapezoid"])
+    t = rng.choice(["triangle_area", "distance", "hypotenuse", "circle_area", "interior_angle", "cylinder", "trapezoid",
+                    "sphere", "diagonals", "rectangle_diagonal"])  # fmt: skip
     if t == "triangle_area":
         p = {"points": [[rng.randint(-span, span), rng.randint(-span, span)] for _ in range(3)]}
         q = f"What is the area of the triangle with vertices {', '.join(f'({x}, {y})' for x, y in p['points'])}?"
@@ -222,6 +273,15 @@ def geometry_question(rng, difficulty):
     elif t == "cylinder":
         p = {"r": rng.randint(1, 10 * difficulty), "h": rng.randint(1, 20)}
         q = f"What is the volume of a cylinder with radius {p['r']} and height {p['h']}? Round to 2 decimal places."
+    elif t == "sphere":
+        p = {"r": rng.randint(1, 15 * difficulty)}
+        q = f"What is the volume of a sphere with radius {p['r']}? Round to 2 decimal places."
+    elif t == "diagonals":
+        p = {"n": rng.randint(4, 30 + span)}
+        q = f"How many diagonals does a convex polygon with {p['n']} sides have?"
+    elif t == "rectangle_diagonal":
+        p = {"length": rng.randint(1, 20 + span), "width": rng.randint(1, 20)}
+        q = f"How long is the diagonal of a {p['length']} by {p['width']} rectangle? Round to 2 decimal places."
     else:
         p = {"a": rng.randint(2, 20 + span), "b": rng.randint(2, 20), "h": rng.randint(1, 15)}
         q = f"A trapezoid has parallel sides of length {p['a']} and {p['b']} and height {p['h']}. What is its area?"
