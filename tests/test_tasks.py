@@ -275,3 +275,23 @@ def test_data_build_writes_both_splits_for_a_subset(tmp_path):
     train, test = (pq.read_table(tmp_path / f"{s}.parquet").to_pylist() for s in ("train", "test"))
     assert {r["task"] for r in train} == {"web_of_lies"} and {r["task"] for r in test} == {"boolean_expressions"}
     assert len(train) == len(test) == 2 and json.loads((tmp_path / "manifest.json").read_text())["split_version"] == SPLIT_VERSION
+
+
+def test_generation_is_identical_across_processes():
+    """Ray workers regenerate instances by id: string hashing must not leak into generation."""
+    names = ["web_of_lies", "boolean_expressions", "multistep_arithmetic_two", "toy_run_code", "date_understanding", "chain_sum"]
+    code = (
+        "import hashlib, json\nfrom r1ci.tasks import generate_instances\n"
+        f"rows = [(i.id, i.question, i.answer, i.data) for n in {names!r} for i in generate_instances(n, 4, 3)]\n"
+        "print(hashlib.sha256(json.dumps(rows).encode()).hexdigest())"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "R1CI_DATA_DIR": str(FIXTURE_DATA), "PYTHONHASHSEED": seed},
+        )
+        for seed in ("1", "2")
+    ]  # fmt: skip
+    digests = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(digests) == 1 and len(digests.pop()) == 64

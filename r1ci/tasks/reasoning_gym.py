@@ -13,6 +13,7 @@ import io
 import warnings
 from typing import Any
 
+from r1ci.tasks.answers import same_answer
 from r1ci.tasks.base import Instance, Task
 
 # (dataset name, kind). 84 of the package's 106 datasets, in the paper's mix: arithmetic,
@@ -121,6 +122,10 @@ REASONING_GYM_TASKS: list[tuple[str, str]] = [
     ("modulo_grid", "reasoning"),
 ]
 
+# Verifiers looser than their task: number_sorting accepts every number off by up to 1.
+# For these the answer must also equal the gold one (formats compared leniently).
+GOLD_ALSO_REQUIRED = {"number_sorting"}
+
 # Every dataset is built with this one size, so "task/seed/index" names the same question
 # whatever n is asked (some generators, e.g. acre, draw their items from a size-dependent pool).
 POOL_SIZE = 2048
@@ -186,6 +191,8 @@ class ReasoningGymTask(Task):
                 warnings.simplefilter("ignore")
                 value = float(_dataset(self.name, d["rg_seed"]).score_answer(answer=answer, entry=entry))
         except Exception:  # e.g. prime_factorization raises ValueError on non-numeric text
+            return 0.0
+        if self.name in GOLD_ALSO_REQUIRED and not same_answer(answer, instance.answer):
             return 0.0
         return min(max(value, 0.0), 1.0)
 
