@@ -92,6 +92,10 @@ class GeneratorActor:
             "code_wait_s_per_trajectory": self._code_wait_s / n,
         }
 
+    def shutdown(self) -> None:
+        """Stop the engine's own processes (vLLM's engine core and workers) before the actor is killed."""
+        self.engine.shutdown()
+
 
 async def _ready(value):
     return value

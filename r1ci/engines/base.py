@@ -60,6 +60,9 @@ class Engine(Protocol):
     def stats(self) -> EngineStats:
         """Counters since start: tokens, seconds, tokens/s, weight version."""
 
+    def shutdown(self) -> None:
+        """Stop any processes the engine started (vLLM's engine core and workers)."""
+
 
 class BusyClock:
     """Wall time during which at least one request was in flight (the denominator of tokens/s)."""

@@ -256,3 +256,6 @@ class HFEngine:
     def stats(self) -> EngineStats:
         self._stats.generate_seconds = self._clock.total()
         return self._stats
+
+    def shutdown(self) -> None:
+        """Nothing to stop: the model lives in this process."""

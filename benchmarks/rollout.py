@@ -1,0 +1,177 @@
+"""Per-trajectory rollout vs a turn-synchronous baseline, on code calls that take real time.
+
+Both sides run the same `r1ci.rollout.rollout_batch` on the same engine, model, seeds and
+sandbox; the baseline only adds a barrier per turn (every trajectory waits until the
+slowest code call of the turn has returned before anyone generates again, as
+Search-R1-style loops do). The policy is the real model decoding a seeded number of tokens
+per turn (8-48), followed by a forced code block that sleeps a seeded 0.05-0.5 s in the
+real sandbox (after K calls, a forced answer), so both sides make exactly the same code
+calls. Also measured: engine tokens/s, and vLLM against transformers on the same model.
+
+    python benchmarks/rollout.py [--backends hf,vllm] [--model tiny] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import random
+import statistics
+import time
+
+from r1ci import protocol
+from r1ci.config import Config
+from r1ci.engines import Completion, Sampling, make_engine
+from r1ci.models import resolve_model
+from r1ci.rollout import RolloutRequest, rollout_batch
+from r1ci.tasks.base import Instance
+
+
+class ForcedCodePolicy:
+    """Wraps a real engine: each turn decodes a planned number of real tokens, then a forced code
+    block sleeping the planned time (an answer after the last call). Plans are keyed by question."""
+
+    def __init__(self, engine, plans: dict[str, list[tuple[int, float]]], cfg: Config):
+        self.engine, self.plans, self.cfg = engine, plans, cfg
+        self.tokenizer, self.max_model_len = engine.tokenizer, engine.max_model_len
+
+    async def generate(self, prompt_ids: list[int], sampling: Sampling) -> Completion:
+        text = self.tokenizer.decode(prompt_ids)
+        question = next(q for q in self.plans if q in text)
+        turn = text.split("<|im_start|>assistant")[-1].count(self.cfg.protocol.result_header)
+        plan = self.plans[question]
+        n_tokens = plan[min(turn, len(plan) - 1)][0]
+        real = await self.engine.generate(prompt_ids, dataclasses.replace(sampling, max_tokens=n_tokens, stop=()))
+        if turn < len(plan) - 1:
+            forced = f"\n```python\nimport time\ntime.sleep({plan[turn][1]:.3f})\nprint({turn})\n```\n"
+        else:
+            forced = "\n<<<done>>>"
+        forced_ids = self.tokenizer.encode(forced, add_special_tokens=False)
+        ids = real.token_ids + forced_ids
+        return Completion(ids, real.logprobs + [0.0] * len(forced_ids), self.tokenizer.decode(ids), "stop")
+
+
+class TurnBarrier:
+    """Executor wrapper: a code call returns only when every trajectory's call of this turn has."""
+
+    def __init__(self, executor, parties: int):
+        self.executor, self.barrier = executor, asyncio.Barrier(parties)
+
+    async def arun(self, code: str, timeout: float | None = None):
+        result = await self.executor.arun(code, timeout)
+        await self.barrier.wait()
+        return result
+
+
+def make_workload(n: int, calls: int, seed: int) -> tuple[list[RolloutRequest], dict]:
+    rng = random.Random(seed)
+    plans, requests = {}, []
+    for i in range(n):
+        question = f"Benchmark question number {i}: what is {i} * 7?"
+        plans[question] = [(rng.randint(8, 48), rng.uniform(0.05, 0.5)) for _ in range(calls)] + [(rng.randint(8, 48), 0.0)]
+        instance = Instance(task="bench", seed=seed, index=i, question=question, answer=str(7 * i))
+        requests.append(RolloutRequest(instance, f"g{i // 4}", "agent", Sampling(1.0, 1.0, 64, seed=seed * 1000 + i)))
+    return requests, plans
+
+
+async def run_side(policy, executor, requests, cfg, barrier: bool) -> tuple[float, list]:
+    ex = TurnBarrier(executor, len(requests)) if barrier else executor
+    start = time.perf_counter()
+    trajs = await rollout_batch(policy, ex, requests, cfg)
+    return time.perf_counter() - start, trajs
+
+
+async def engine_throughput(engine, n: int, tokens: int) -> float:
+    """Tokens/s of `n` concurrent requests decoding `tokens` each (no stops)."""
+    prompt = engine.tokenizer.apply_chat_template([{"role": "user", "content": "Count to ten."}], add_generation_prompt=True, return_dict=False)
+    start = time.perf_counter()
+    outs = await asyncio.gather(*(engine.generate(prompt, Sampling(1.0, 1.0, tokens, seed=i)) for i in range(n)))
+    return sum(len(o.token_ids) for o in outs) / (time.perf_counter() - start)
+
+
+def bench_backend(backend: str, model_dir: str, args) -> dict:
+    from r1ci.sandbox import Executor
+
+    cfg = Config()
+    cfg.generator.backend = backend
+    cfg.generator.max_model_len = 2048
+    cfg.sandbox.workers = args.trajectories
+    cfg.sampling.max_total_tokens = 2048
+    engine = make_engine(cfg, model_dir)
+    executor = Executor(cfg.sandbox)
+    requests, plans = make_workload(args.trajectories, args.calls, args.seed)
+    policy = ForcedCodePolicy(engine, plans, cfg)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(engine_throughput(engine, 4, 16))  # warm-up (vLLM's first request is slow)
+        tokens_per_s = loop.run_until_complete(engine_throughput(engine, args.trajectories, 64))
+        walls = {"r1ci": [], "baseline": []}
+        calls = {}
+        before = engine.stats().generated_tokens, engine.stats().generate_seconds
+        for _ in range(args.repeats):
+            for side in ("baseline", "r1ci"):
+                wall, trajs = loop.run_until_complete(run_side(policy, executor, requests, cfg, barrier=side == "baseline"))
+                walls[side].append(wall)
+                calls[side] = sum(t.code_calls for t in trajs)
+                bad = [t for t in trajs if t.code_calls != args.calls or t.stop_reason != "answer"]
+                if bad:
+                    raise SystemExit(f"{side}: {len(bad)} trajectories left the plan (e.g. {bad[0].stop_reason}, {bad[0].code_calls} calls)")
+        after = engine.stats().generated_tokens, engine.stats().generate_seconds
+    finally:
+        executor.close()
+        engine.shutdown()
+        loop.close()
+    r1ci_wall, base_wall = statistics.median(walls["r1ci"]), statistics.median(walls["baseline"])
+    return {
+        "backend": backend,
+        "r1ci_wall_s": round(r1ci_wall, 3),
+        "baseline_wall_s": round(base_wall, 3),
+        "speedup": round(base_wall / r1ci_wall, 3),
+        "code_calls": calls,
+        "engine_tokens_per_s": round(tokens_per_s, 1),
+        "rollout_tokens_per_s": round((after[0] - before[0]) / max(after[1] - before[1], 1e-9), 1),
+        "walls": walls,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="hf,vllm", help="comma-separated engines to measure")
+    parser.add_argument("--model", default="tiny", help="model.path: tiny, smollm2, a folder")
+    parser.add_argument("--data-dir", default=Config().model.data_dir)
+    parser.add_argument("--trajectories", type=int, default=16)
+    parser.add_argument("--calls", type=int, default=4, help="code calls per trajectory")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    model_dir = resolve_model(args.model, args.data_dir)
+    results = [bench_backend(b, model_dir, args) for b in args.backends.split(",")]
+    by = {r["backend"]: r for r in results}
+    main_side = by.get("vllm", results[0])
+    out = {
+        "model": args.model,
+        "trajectories": args.trajectories,
+        "code_calls_per_trajectory": args.calls,
+        "code_sleep_s": [0.05, 0.5],
+        "speedup": main_side["speedup"],
+        "speedup_backend": main_side["backend"],
+        "backends": results,
+    }
+    if "vllm" in by and "hf" in by:
+        out["vllm_over_hf_tokens_per_s"] = round(by["vllm"]["engine_tokens_per_s"] / by["hf"]["engine_tokens_per_s"], 2)
+    if args.json:
+        print(json.dumps(out))
+        return
+    print(f"model {args.model}, {args.trajectories} trajectories x {args.calls} code calls sleeping 0.05-0.5 s")
+    print(f"{'backend':8} {'baseline s':>11} {'r1ci s':>8} {'speedup':>8} {'engine tok/s':>13} {'rollout tok/s':>14}")
+    for r in results:
+        print(f"{r['backend']:8} {r['baseline_wall_s']:>11} {r['r1ci_wall_s']:>8} {r['speedup']:>8} {r['engine_tokens_per_s']:>13} {r['rollout_tokens_per_s']:>14}")
+    if "vllm_over_hf_tokens_per_s" in out:
+        print(f"vLLM / transformers engine tokens/s: {out['vllm_over_hf_tokens_per_s']}")
+
+
+if __name__ == "__main__":
+    main()
