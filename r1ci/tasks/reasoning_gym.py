@@ -173,7 +173,7 @@ class ReasoningGymTask(Task):
                     question=entry["question"],
                     answer=str(entry["answer"]),
                     data={"rg_seed": seed, "rg_index": index},
-                    metadata={"source": f"reasoning_gym/{self.name}", "difficulty": difficulty},
+                    metadata={"source": f"reasoning_gym/{self.name}"},
                 )
             )
         if len(out) < n:
