@@ -101,7 +101,8 @@ class Learner:
         self.dtype = torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float32
         self.step = 0
         if not torch.distributed.is_initialized():
-            deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False, rank=rank, world_size=world_size)
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, rank=rank, world_size=world_size)
 
         torch.manual_seed(cfg.run.seed)
         policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -123,7 +124,7 @@ class Learner:
             if self.zero3:  # sharded like the policy: no rank holds a full copy
                 self.reference, *_ = deepspeed.initialize(model=PolicyModule(reference, False), config=self._ds_config(train=False))
             else:
-                self.reference = PolicyModule(reference, False).to(self.dtype)
+                self.reference = PolicyModule(reference, False).to(self.engine.device, self.dtype)
 
     def _ds_config(self, train: bool) -> dict:
         lc = self.cfg.learner
@@ -168,20 +169,27 @@ class Learner:
         return chunks
 
     def _forward(self, module, batch: Batch, temperature: float, with_entropy: bool = False):
-        """Logprobs [B, R] of the taken tokens at `temperature`, values [B, R] or None, entropy [B, R] or None."""
-        logits, values = module(batch.input_ids, batch.attention_mask, batch.positions)
+        """Logprobs [B, R] of the taken tokens at `temperature`, values [B, R] or None, entropy [B, R] or None.
+
+        The model runs on the engine's device; the [B, R] results come back to the CPU, where
+        the batch and the algorithms live (autograd flows through the transfer)."""
+        dev = self.engine.device
+        logits, values = module(batch.input_ids.to(dev), batch.attention_mask.to(dev), batch.positions.to(dev))
         logits = logits.float()
-        logprobs = A.token_logprobs(logits, batch.response_ids, temperature)
+        logprobs = A.token_logprobs(logits, batch.response_ids.to(dev), temperature).cpu()
         entropy = None
         if with_entropy:
             with torch.no_grad() if not self.cfg.algorithm.entropy_coef else nullcontext():
-                entropy = A.entropy_from_logits(logits / temperature)
-        return logprobs, values, entropy
+                entropy = A.entropy_from_logits(logits / temperature).cpu()
+        return logprobs, values.cpu() if values is not None else None, entropy
 
     def _all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.world_size > 1:
-            torch.distributed.all_reduce(tensor)
-        return tensor
+        """Sum over ranks (through the engine's device: NCCL reduces GPU tensors only)."""
+        if self.world_size == 1:
+            return tensor
+        on_device = tensor.to(self.engine.device)
+        torch.distributed.all_reduce(on_device)
+        return on_device.cpu()
 
     # ------------------------------------------------------------------ logprobs
 
@@ -362,7 +370,7 @@ class Learner:
         with deepspeed.zero.GatheredParameters([p for _, p in named], enabled=self.zero3):
             out = {}
             for name, p in named:
-                t = p.detach()
+                t = p.detach().cpu()
                 view_ok = not copy and not self.zero3 and t.dtype == torch.float32
                 out[name] = t.numpy() if view_ok else t.to(torch.float32).clone().numpy()
         return out
