@@ -177,39 +177,65 @@ def child_main(cfg: dict, ctl: socket.socket, workdir: str, uid: int, libc: ctyp
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace")
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True)
-    # Copy-on-write faults cost ~8 us a page here: a warm-up run (into /dev/null) takes the
-    # ones every snippet would take, before the request arrives instead of after.
-    run_snippet(WARM_UP)
-    sys.stdout.flush()
+    # Copy-on-write faults cost ~8 us a page here: a warm-up request (sent to ourselves, output
+    # to /dev/null) takes the ones every request would take, before it arrives instead of after.
+    warm_in, warm_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    null = os.open("/dev/null", os.O_WRONLY)
+    send_msg(warm_in, {"code": WARM_UP}, (null, null, null))
+    os.close(null)
+    code, status_fd = take_request(warm_out)
+    status = run_snippet(code)
+    flush_streams()
+    write_status(status_fd, status)
+    for end in (warm_in, warm_out):
+        end.close()
+    code, status_fd = take_request(ctl)
+    status = run_snippet(code)
+    flush_streams()
+    try:  # the result goes straight to the executor; the server then ends the process group
+        os.close(1)
+        os.close(2)
+        told = write_status(status_fd, status)
+        send_msg(ctl, {"exit_code": status, "told": told})
+    finally:
+        os._exit(status)
+
+
+def take_request(ctl: socket.socket) -> tuple[str, int]:
+    """Block for one request on `ctl` and put its stdout/stderr pipes on fds 1 and 2.
+
+    Returns the code and the status pipe's fd. Exits quietly at end of stream (a retired
+    spare, or the server is gone)."""
     reader = FrameReader(ctl)
     req = None
     while req is None:
         if not reader.feed():
-            os._exit(0)  # retired spare, or the server is gone
+            os._exit(0)
         req = next(reader.frames(), None)
     out_fd, err_fd, status_fd = reader.fds[:3]
-    os.dup2(out_fd, 1)
-    os.dup2(err_fd, 2)
-    os.close(out_fd)
-    os.close(err_fd)
-    status = run_snippet(req["code"])
+    for fd, target in ((out_fd, 1), (err_fd, 2)):
+        if fd != target:
+            os.dup2(fd, target)
+            os.close(fd)
+    return req["code"], status_fd
+
+
+def flush_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except BaseException:  # noqa: BLE001 - a closed or broken pipe must not change the status
             pass
-    try:  # the result goes straight to the executor; the server then ends the process group
-        os.close(1)
-        os.close(2)
-        told = False
-        os.write(status_fd, json.dumps({"exit_code": status, "signal": None, "reason": "", "cpu_s": 0.0}).encode() + b"\n")
-        told = True
-    except OSError:
-        pass  # the snippet closed its status pipe: the server reports instead
+
+
+def write_status(status_fd: int, status: int) -> bool:
+    """The run's result line for the executor; False if the snippet closed the pipe."""
     try:
-        send_msg(ctl, {"exit_code": status, "told": told})
-    finally:
-        os._exit(status)
+        os.write(status_fd, json.dumps({"exit_code": status, "signal": None, "reason": "", "cpu_s": 0.0}).encode() + b"\n")
+        os.close(status_fd)
+        return True
+    except OSError:
+        return False  # the server reports instead
 
 
 def _spare_failed(ctl: socket.socket, text: str) -> None:
@@ -382,7 +408,8 @@ class ForkServer:
         while self.queue and self.spares:
             req, fds = self.queue.pop(0)
             self.start_run(self.spares.pop(0), req, *fds)
-        self.want_spares()
+        if self.queue:
+            self.want_spares()  # else refilled when a run ends: a fork now would slow the run just started
 
     def start_run(self, run: Run, req: dict, out_fd: int, err_fd: int, status_fd: int) -> None:
         run.id, run.status_fd = req["id"], status_fd
@@ -422,6 +449,7 @@ class ForkServer:
             except OSError:
                 pass  # the executor stopped waiting
         os.close(run.status_fd)
+        self.want_spares()
 
     def forget(self, run: Run) -> None:
         if run.sock.fileno() in self.by_sock:
@@ -462,6 +490,7 @@ class ForkServer:
                 run.sock.close()
                 self.ask({"op": "rmtree", "path": run.workdir})
         self.dispatch()
+        self.want_spares()
         return True
 
     def expire(self) -> float | None:
