@@ -103,10 +103,11 @@ def run_sft(cfg: Config, show_progress: bool = True) -> dict:
                     logger.log(step, scalars)
                     progress.update(bar, advance=1, info=f"epoch {epoch} loss {m['loss']:.3f}")
                 if held_out and not sc.eval_every:
-                    logger.log(step, {"sft/eval_loss": evaluate(group, held_out, sc.batch_size)})
+                    summary["eval_loss_after"] = evaluate(group, held_out, sc.batch_size)
+                    logger.log(step, {"sft/eval_loss": summary["eval_loss_after"]})
                 if sc.save_every_epoch:
                     group.save_hf(str((out / f"epoch_{epoch}").resolve()))
-        if held_out:
+        if held_out and sc.eval_every:
             summary["eval_loss_after"] = evaluate(group, held_out, sc.batch_size)
         final = (out / "final").resolve()
         group.save_hf(str(final))

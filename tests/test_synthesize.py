@@ -126,3 +126,23 @@ def test_endpoint_teacher_retries_rate_limits_and_skips_garbage(tiny_model_dir, 
     assert all(r["teacher"] == "endpoint" and r["code_calls"] == 1 for r in rows)
     assert all("Code Execution Results:" in json.loads(r["turns"])[0]["observation"] for r in rows)
     assert _FakeOpenAI.calls[1]["model"] == "gpt-4o" and _FakeOpenAI.calls[1]["stop"] == ["\n```\n"]
+
+
+@pytest.mark.slow
+def test_generator_teacher_rolls_out_the_local_model_and_keeps_only_verified_answers(tiny_model_dir, tmp_path, executor):
+    from transformers import AutoTokenizer
+
+    from r1ci.engines import make_engine
+    from r1ci.synthesis import GeneratorTeacher
+
+    cfg = _cfg(tiny_model_dir, tmp_path / "sft", "generator.backend=hf", "generator.max_model_len=512",
+               "sampling.max_tokens_per_turn=16", "sampling.max_total_tokens=32", "synthesis.concurrency=2",
+               "synthesis.styles=[agent]")
+    teacher = GeneratorTeacher(make_engine(cfg, tiny_model_dir), executor, cfg)
+    try:
+        run = SynthesisRun(teacher, AutoTokenizer.from_pretrained(tiny_model_dir), cfg, ShardWriter(tmp_path / "sft"))
+        counts = run.run([get_task("toy_run_code")], lambda t: generate_instances(t.name, 1, 3))
+    finally:
+        teacher.close()
+    # a random tiny model never answers right: every rollout ran and was judged, none kept
+    assert counts["tried"] == 3 and counts["no_answer"] + counts["wrong"] == 3 and counts["kept"] == 0
