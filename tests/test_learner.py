@@ -101,9 +101,11 @@ def test_ppo_epochs_clip_the_ratio_on_later_passes(tiny_model_dir):
 def test_sft_step_lowers_the_loss_on_repeated_data(learner):
     trajs = make_batch(4, seed=1)
     before = learner.eval_loss(trajs)
+    learner.set_lr(2e-3)
     losses = [learner.sft_step(trajs)["loss"] for _ in range(5)]
     assert losses[0] == pytest.approx(before, rel=1e-5)
     assert learner.eval_loss(trajs) < before - 0.1
+    assert learner.sft_step(trajs)["lr"] == pytest.approx(2e-3)
 
 
 def test_checkpoint_round_trip_gives_same_logprobs_and_same_next_step(learner, tiny_model_dir, tmp_path):
