@@ -11,6 +11,8 @@ import ray
 from actors.executor import ExecutorPool
 from r1ci.config import Config
 
+pytestmark = pytest.mark.slow  # starts Ray actors that each warm a fork server
+
 
 @pytest.fixture(scope="module")
 def pool(ray_cluster):

@@ -1,8 +1,8 @@
 """The reusable code executor: one warm fork server inside the best available containment.
 
 `Executor` starts `r1ci.sandbox.server` once (inside bubblewrap, `unshare`, or bare), hands it
-each snippet with a pair of pipes, captures the output with a byte cap, and turns the wait
-status into an `ExecResult`. A dead server is restarted on the next call.
+each snippet with three pipes (stdout, stderr, result line), captures the output with a byte
+cap, and turns the result into an `ExecResult`. A dead server is restarted on the next call.
 """
 
 from __future__ import annotations
