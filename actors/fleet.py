@@ -1,0 +1,79 @@
+"""The driver's handle on all generator actors: spreads rollouts, survives a dead generator.
+
+A generator that dies mid-step is replaced, given the current weights, and its prompts are
+redone; a trajectory sampled by any other weight version than the current one is refused,
+so stale weights are never trained on silently.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import ray
+
+from actors.generator import make_generators
+from r1ci.config import Config
+from r1ci.rollout import RolloutRequest
+from r1ci.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+
+
+class StaleWeights(RuntimeError):
+    pass
+
+
+class GeneratorFleet:
+    def __init__(self, cfg: Config, model_dir: str, executor, max_redos: int = 2, timeout_s: float = 3600.0):
+        self.cfg, self.model_dir, self.executor = cfg, model_dir, executor
+        self.actors = make_generators(cfg, model_dir, executor)
+        self.max_redos, self.timeout_s = max_redos, timeout_s
+        self.weights: tuple[list, int] | None = None  # (bucket refs, version) of the last sync
+
+    def _replace(self, i: int) -> None:
+        try:
+            ray.kill(self.actors[i])
+        except Exception:  # already gone
+            pass
+        self.actors[i] = make_generators(self.cfg, self.model_dir, self.executor, count=1)[0]
+        if self.weights is not None:
+            refs, version = self.weights
+            ray.get(self.actors[i].load_weights.remote(refs, version), timeout=self.timeout_s)
+        log.warning("generator %d restarted%s", i, f" at weight version {self.weights[1]}" if self.weights else "")
+
+    def rollout(self, requests: list[RolloutRequest], version: int) -> list[Trajectory]:
+        """Run every request once; returns trajectories in request order."""
+        n = len(self.actors)
+        chunks = {i: requests[i::n] for i in range(n) if requests[i::n]}
+        done: dict[int, list[Trajectory]] = {}
+        for attempt in range(self.max_redos + 1):
+            refs = {i: self.actors[i].generate.remote(chunk) for i, chunk in chunks.items() if i not in done}
+            for i, ref in refs.items():
+                try:
+                    done[i] = ray.get(ref, timeout=self.timeout_s)
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+                    if attempt == self.max_redos:
+                        raise RuntimeError(f"generator {i} failed {attempt + 1} times: {exc}") from exc
+                    log.warning("generator %d failed (%s); redoing its %d prompts", i, type(exc).__name__, len(chunks[i]))
+                    self._replace(i)
+            if len(done) == len(chunks):
+                break
+        out: list[Trajectory] = [None] * len(requests)  # type: ignore[list-item]
+        for i, trajs in done.items():
+            out[i::n] = trajs
+        stale = [t.sample_id for t in out if t.weight_version != version]
+        if stale:
+            raise StaleWeights(f"{len(stale)} trajectories were sampled with old weights (expected version {version})")
+        return out
+
+    def load_weights(self, refs: list, version: int) -> None:
+        self.weights = (refs, version)
+        ray.get([a.load_weights.remote(refs, version) for a in self.actors], timeout=self.timeout_s)
+
+    def stats(self) -> dict[str, float]:
+        per = ray.get([a.stats.remote() for a in self.actors], timeout=60)
+        return {"tokens_per_s": sum(s.get("tokens_per_s", 0.0) for s in per)}
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a)

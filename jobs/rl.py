@@ -1,0 +1,227 @@
+"""RL with a code interpreter: GRPO/PPO over multi-turn rollouts, ordered by a curriculum.
+
+    python jobs/rl.py --config configs/demo.yaml run.steps=3 learner.lr=1e-5
+    ray job submit -- python jobs/rl.py --config configs/<recipe>.yaml
+    python jobs/rl.py --config ... --resume        # continue from run.output_dir's last checkpoint
+
+One step is the six steps of DESIGN.md, in order, in `RLJob.step`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+import time
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+
+from actors.curriculum import CurriculumCoordinator
+from actors.executor import ExecutorPool
+from actors.fleet import GeneratorFleet
+from actors.learner import LearnerGroup
+from actors.runtime import init_ray
+from r1ci import checkpoint, rewards
+from r1ci.config import Config, ConfigError, add_cli, from_cli, to_dict
+from r1ci.engines.base import Sampling
+from r1ci.metrics import MetricsLogger, group_pass_rates, rollout_metrics
+from r1ci.models import resolve_model
+from r1ci.protocol import stop_strings
+from r1ci.rollout import RolloutRequest
+from r1ci.tasks import generate_instances, get_task, list_tasks, resolve_task_names
+from r1ci.tasks.base import Instance
+from r1ci.curriculum import read_pass_rates
+from r1ci.trajectory import Trajectory
+
+log = logging.getLogger("r1ci.rl")
+
+
+class LearnerDied(RuntimeError):
+    """A learner rank failed; the job ends and can resume from its last checkpoint."""
+
+
+def training_samples(cfg: Config) -> dict[str, Instance]:
+    """Every training instance by its stable id; test-split tasks are refused."""
+    names = resolve_task_names(cfg.tasks.train)
+    test = {t.name for t in list_tasks(split="test")}
+    leaked = sorted(set(names) & test)
+    if leaked:
+        raise ConfigError(f"tasks.train: {', '.join(leaked)} belong to the test split and never reach training")
+    return {
+        inst.id: inst
+        for name in names
+        for inst in generate_instances(name, cfg.tasks.seed, cfg.tasks.instances_per_task)
+    }
+
+
+@contextmanager
+def timed(timings: dict[str, float], phase: str):
+    start = time.perf_counter()
+    yield
+    timings[f"time/{phase}_s"] = time.perf_counter() - start
+
+
+class RLJob:
+    """The actors of one RL run and the loop over its steps."""
+
+    def __init__(self, cfg: Config, resume: bool = False):
+        self.cfg = cfg
+        self.out = Path(cfg.run.output_dir)
+        random.seed(cfg.run.seed)
+        np.random.seed(cfg.run.seed)
+        torch.manual_seed(cfg.run.seed)
+        os.environ["R1CI_DATA_DIR"] = os.path.expanduser(cfg.model.data_dir)  # where BBH data lives
+        self.samples = training_samples(cfg)
+        self.family_of = {t.name: t.family for t in list_tasks()}
+        model_dir = resolve_model(cfg.model.path, cfg.model.data_dir)
+        pass_rates = read_pass_rates(cfg.curriculum.potentials) if cfg.curriculum.potentials else None
+
+        self.coordinator = CurriculumCoordinator.options(num_cpus=0).remote(to_dict(cfg), sorted(self.samples), pass_rates)
+        self.executor = ExecutorPool.create(cfg)
+        self.learners = LearnerGroup.create(cfg, model_dir)
+        self.generators = GeneratorFleet(cfg, model_dir, self.executor)
+        self.start_step, self.version = 0, 0
+
+        ckpt = checkpoint.latest(self.out) if resume else None
+        if resume and ckpt is None:
+            log.warning("--resume: no checkpoint in %s, starting from step 0", self.out)
+        if ckpt is not None:
+            state = checkpoint.load_state(ckpt)
+            self.learners.load(str(ckpt / "learner"))
+            ray.get(self.coordinator.load_state_dict.remote(state["coordinator"]), timeout=60)
+            checkpoint.set_rng_state(state["rng"])
+            self.start_step, self.version = state["step"], state["weight_version"]
+            self.generators.load_weights(self.learners.publish_weights(self.version), self.version)
+            log.info("resumed from %s (step %d)", ckpt, self.start_step)
+        self.logger = MetricsLogger(self.out)
+
+    def requests(self, sample_ids: list[str], step: int) -> list[RolloutRequest]:
+        """G rollouts per sample; seeds depend only on (run seed, step, sample, g) so resume repeats them."""
+        s = self.cfg.sampling
+        out = []
+        for sid in sample_ids:
+            for g in range(self.cfg.algorithm.group_size):
+                seed = zlib.crc32(f"{self.cfg.run.seed}/{step}/{sid}/{g}".encode())
+                sampling = Sampling(
+                    temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens_per_turn,
+                    stop=tuple(stop_strings(self.cfg.protocol)), seed=seed,
+                )
+                out.append(RolloutRequest(self.samples[sid], f"{step}:{sid}", self.cfg.tasks.prompt_style, sampling))
+        return out
+
+    def step(self, step: int) -> dict[str, float]:
+        t: dict[str, float] = {}
+        # 1. The coordinator hands out this step's prompts (sample ids) for the current stage.
+        with timed(t, "coordinator"):
+            sample_ids = ray.get(self.coordinator.next_batch.remote(self.cfg.run.prompts_per_step), timeout=60)
+        # 2. Generators run G multi-turn rollouts per prompt; code runs in the executor pool.
+        with timed(t, "generation"):
+            trajs: list[Trajectory] = self.generators.rollout(self.requests(sample_ids, step), self.version)
+        # 3. Score: task verifier plus format and turn-count terms.
+        with timed(t, "reward"):
+            for traj in trajs:
+                inst = self.samples[traj.sample_id]
+                rewards.assign(traj, rewards.score(traj, get_task(traj.task), inst, self.cfg.reward, self.cfg.protocol))
+        # 4. The learner computes advantages and takes its optimizer step(s).
+        with timed(t, "learner"):
+            try:
+                learner_metrics = self.learners.train_step(trajs)
+            except ray.exceptions.RayError as exc:
+                raise LearnerDied(str(exc).splitlines()[0]) from exc
+        # 5. Weights go once into the object store (bucketed); every generator loads them.
+        with timed(t, "sync"):
+            self.version += 1
+            self.generators.load_weights(self.learners.publish_weights(self.version), self.version)
+        # 6. The coordinator gets per-sample results (correctness, for pass rates); metrics are logged.
+        results: dict[str, list[float]] = {}
+        for traj in trajs:
+            results.setdefault(traj.sample_id, []).append(float(traj.correct))
+        ray.get(self.coordinator.report.remote(results), timeout=60)
+        stage = ray.get(self.coordinator.stage_info.remote(), timeout=60)
+        gen_stats = self.generators.stats()
+        metrics = {
+            **rollout_metrics(trajs, self.family_of),
+            **{f"learner/{k}": v for k, v in learner_metrics.items()},
+            **t,
+            "curriculum/stage": stage["stage"],
+            "curriculum/pool_size": stage["pool_size"],
+            "generation/tokens_per_s": sum(len(x.response_ids) for x in trajs) / max(t["time/generation_s"], 1e-9),
+            "generation/engine_tokens_per_s": gen_stats["tokens_per_s"],
+            "weights/version": self.version,
+        }
+        histograms = {"pass_rate": list(group_pass_rates(trajs).values()), "code_calls": [x.code_calls for x in trajs]}
+        self.logger.log(step, metrics, histograms)
+        return metrics
+
+    def save(self, step: int) -> Path:
+        state = {
+            "weight_version": self.version,
+            "coordinator": ray.get(self.coordinator.state_dict.remote(), timeout=60),
+            "rng": checkpoint.rng_state(),
+            "config": to_dict(self.cfg),
+        }
+        return checkpoint.save(self.out, step, state, self.learners.save)
+
+    def run(self) -> list[dict[str, float]]:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        history = []
+        steps = self.cfg.run.steps
+        with Progress(TextColumn("RL"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.fields[info]}")) as bar:
+            task = bar.add_task("rl", total=steps, completed=self.start_step, info="")
+            for step in range(self.start_step, steps):
+                try:
+                    m = self.step(step)
+                except LearnerDied as exc:
+                    last = checkpoint.latest(self.out)
+                    where = f"resume from {last} with --resume" if last else "no checkpoint was written yet"
+                    raise SystemExit(f"learner failed at step {step}: {exc}. {where}") from None
+                history.append(m)
+                bar.update(task, advance=1, info=f"reward {m['reward/mean']:.3f} acc {m['accuracy/mean']:.2f} "
+                           f"stage {m['curriculum/stage']:.0f}")
+                done = step + 1
+                if done % self.cfg.run.checkpoint_every == 0 or done == steps:
+                    self.save(done)
+        self.learners.save_hf(str(self.out / "final_model"))
+        return history
+
+    def close(self) -> None:
+        self.logger.close()
+        self.generators.shutdown()
+        self.learners.shutdown()
+        self.executor.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_cli(parser)
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in run.output_dir")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        cfg = from_cli(args)
+        init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus)
+        job = RLJob(cfg, resume=args.resume)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        history = job.run()
+    finally:
+        job.close()
+    last = history[-1] if history else {}
+    print(f"done: {len(history)} steps, last reward {last.get('reward/mean', float('nan')):.3f}, "
+          f"outputs in {cfg.run.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
