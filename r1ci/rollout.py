@@ -65,19 +65,17 @@ def prompt_ids(tokenizer, question: str, style: str, cfg: Config) -> list[int]:
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False))
 
 
+# killed_reason values with which an executor reports its own failure, not the code's
+EXECUTOR_FAILURES = ("executor_died", "executor_unresponsive", "sandbox_error")
+
+
 def exec_note(result: ExecResult, timeout_s: float) -> str:
-    """What the interpreter says about an abnormal end, shown to the model in the observation."""
+    """A line for an abnormal end the executor left unexplained (r1ci's sandbox explains its own in stderr)."""
+    if result.stderr.strip() or not (result.timed_out or result.killed_reason or result.exit_code is None):
+        return ""
     if result.timed_out or result.killed_reason == "timeout":
-        note = f"Error: the code timed out after {timeout_s:g} seconds and was stopped."
-    elif result.killed_reason:
-        note = f"Error: the code was stopped ({result.killed_reason})."
-    elif result.exit_code is None:
-        note = "Error: the code was killed by a signal."
-    else:
-        note = ""
-    if result.truncated_bytes:
-        note = (note + "\n" if note else "") + f"[{result.truncated_bytes} bytes of output dropped]"
-    return note
+        return f"Error: the code timed out after {timeout_s:g} seconds and was stopped."
+    return f"Error: the code was stopped ({result.killed_reason or 'killed by a signal'})."
 
 
 def _call_seed(seed: int | None, call: int) -> int | None:
@@ -199,6 +197,9 @@ async def _run_code(executor: CodeExecutor, code: str, cfg: Config, traj: Trajec
         return None
     finally:
         traj.code_wait_s += time.perf_counter() - start
+    if result.killed_reason in EXECUTOR_FAILURES:
+        traj.stop_reason, traj.error = STOP_ERROR, f"executor failed ({result.killed_reason}): {result.stderr[-300:]}"
+        return None
     return protocol.format_observation(result.stdout, result.stderr, cfg.protocol, note=exec_note(result, timeout))
 
 

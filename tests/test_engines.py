@@ -159,8 +159,6 @@ def test_vllm_engine_load_weights_changes_outputs(vllm_engine, reference_model):
 
 @pytest.mark.slow
 def test_vllm_rollout_end_to_end_with_real_code(vllm_engine):
-    from test_rollout import SubprocessExecutor  # noqa: the minimal real executor of the rollout tests
-
     from r1ci.rollout import RolloutRequest, rollout_batch
     from r1ci.tasks.base import Instance
 
@@ -168,7 +166,10 @@ def test_vllm_rollout_end_to_end_with_real_code(vllm_engine):
     cfg.sampling.max_tokens_per_turn, cfg.sampling.max_total_tokens = 32, 64
     instance = Instance(task="arith", seed=0, index=0, question="What is 6 * 7?", answer="42")
     requests = [RolloutRequest(instance, "g0", "agent", Sampling(1.0, 1.0, 32, seed=i)) for i in range(4)]
-    trajs = asyncio.run(rollout_batch(vllm_engine, SubprocessExecutor(), requests, cfg))
+    from r1ci.sandbox import Executor
+
+    with Executor(cfg.sandbox) as sandbox:
+        trajs = asyncio.run(rollout_batch(vllm_engine, sandbox, requests, cfg))
     for t in trajs:
         assert t.stop_reason in ("answer", "eos", "length") and not t.error
         assert len(t.response_ids) == len(t.loss_mask) == len(t.logprobs) <= 64

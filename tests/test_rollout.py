@@ -1,13 +1,11 @@
 """The multi-turn rollout: protocol handling with a scripted engine, and end to end with the tiny model.
 
 The scripted engine isolates the rollout from sampling (a random tiny model rarely writes a
-closed code block); the code always runs for real in a subprocess. The last tests run the
-real tiny model through the transformers engine.
+closed code block); the code always runs for real in r1ci's sandbox. The last tests run the
+real tiny model through the transformers engine and the generator actor.
 """
 
 import asyncio
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,22 +17,6 @@ from r1ci.rollout import RolloutRequest, prompt_ids, rollout, rollout_batch, sam
 from r1ci.sandbox.base import ExecResult
 from r1ci.tasks.base import Instance
 from r1ci.trajectory import STOP_ANSWER, STOP_EOS, STOP_ERROR, STOP_LENGTH, STOP_MAX_CALLS, STOP_PROMPT_TOO_LONG
-
-
-class SubprocessExecutor:
-    """A minimal real executor: a fresh `python -c` per snippet, killed at the timeout."""
-
-    async def arun(self, code: str, timeout: float | None = None) -> ExecResult:
-        return await asyncio.to_thread(self._run, code, timeout)
-
-    def _run(self, code, timeout):
-        start = time.perf_counter()
-        try:
-            p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            return ExecResult(stdout=exc.stdout or "", stderr="", exit_code=None, timed_out=True, killed_reason="timeout",
-                              duration_s=time.perf_counter() - start)
-        return ExecResult(stdout=p.stdout, stderr=p.stderr, exit_code=p.returncode, duration_s=time.perf_counter() - start)
 
 
 class ScriptedEngine:
@@ -76,6 +58,15 @@ def tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
+@pytest.fixture(scope="module")
+def sandbox():
+    from r1ci.sandbox import Executor
+
+    executor = Executor()
+    yield executor
+    executor.close()
+
+
 @pytest.fixture
 def cfg():
     c = Config()
@@ -87,9 +78,9 @@ INSTANCE = Instance(task="arith", seed=0, index=3, question="What is 6 * 7?", an
 CODE_TURN = ("Let me compute.\n```python\nprint(6 * 7)\n```\n", "stop")
 
 
-def run(engine, cfg, executor=None, instance=INSTANCE, sampling=None, style="agent"):
+def run(engine, cfg, executor, instance=INSTANCE, sampling=None, style="agent"):
     sampling = sampling or sampling_from_config(cfg, seed=1)
-    return asyncio.run(rollout(engine, executor or SubprocessExecutor(), instance, cfg, "g0", sampling, style, weight_version=7))
+    return asyncio.run(rollout(engine, executor, instance, cfg, "g0", sampling, style, weight_version=7))
 
 
 def assert_aligned(traj, engine):
@@ -111,9 +102,9 @@ def assert_aligned(traj, engine):
     assert traj.logprobs == pytest.approx(logprobs + [0.0] * len(tail))
 
 
-def test_code_runs_and_its_output_follows_as_masked_tokens(tokenizer, cfg):
+def test_code_runs_and_its_output_follows_as_masked_tokens(tokenizer, cfg, sandbox):
     engine = ScriptedEngine(tokenizer, [CODE_TURN, ("So the answer is <<<42>>>", "stop")])
-    traj = run(engine, cfg)
+    traj = run(engine, cfg, sandbox)
     assert traj.stop_reason == STOP_ANSWER and traj.answer == "42"
     assert traj.code_calls == 1 and len(traj.turns) == 2
     assert traj.turns[0].code == "print(6 * 7)"
@@ -127,76 +118,85 @@ def test_code_runs_and_its_output_follows_as_masked_tokens(tokenizer, cfg):
     assert ">>>" in stops and "\n```\n" in stops
 
 
-def test_answer_close_inside_code_keeps_the_same_turn_going(tokenizer, cfg):
+def test_answer_close_inside_code_keeps_the_same_turn_going(tokenizer, cfg, sandbox):
     engine = ScriptedEngine(tokenizer, [("```python\nprint('>>>", "stop"), ("')\n```\n", "stop"), ("<<<done>>>", "stop")])
-    traj = run(engine, cfg)
+    traj = run(engine, cfg, sandbox)
     assert traj.turns[0].code == "print('>>>')"
     assert traj.turns[0].observation == "Code Execution Results:\n>>>\n"
     assert traj.stop_reason == STOP_ANSWER and traj.answer == "done"
     assert_aligned(traj, engine)
 
 
-def test_answer_before_code_ends_the_episode_without_running_it(tokenizer, cfg):
+def test_answer_before_code_ends_the_episode_without_running_it(tokenizer, cfg, sandbox):
     engine = ScriptedEngine(tokenizer, [("<<<41>>>\n```python\nprint(1)\n```\n", "stop")])
-    traj = run(engine, cfg)
+    traj = run(engine, cfg, sandbox)
     assert traj.stop_reason == STOP_ANSWER and traj.answer == "41" and traj.code_calls == 0
 
 
-def test_after_max_code_calls_the_last_turn_has_no_execution(tokenizer, cfg):
+def test_after_max_code_calls_the_last_turn_has_no_execution(tokenizer, cfg, sandbox):
     cfg.protocol.max_code_calls = 2
 
     def step(sampling):
         return CODE_TURN if "\n```\n" in sampling.stop else ("```python\nprint(0)\n```\nDone: <<<42>>>", "stop")
 
     engine = ScriptedEngine(tokenizer, [step])
-    traj = run(engine, cfg)
+    traj = run(engine, cfg, sandbox)
     assert traj.code_calls == 2 and len(engine.calls) == 3
     assert "You have used all 2 code executions" in traj.turns[1].observation
     assert traj.turns[2].code is None and traj.stop_reason == STOP_ANSWER and traj.answer == "42"
     assert_aligned(traj, engine)
 
     engine = ScriptedEngine(tokenizer, [lambda s: CODE_TURN if "\n```\n" in s.stop else ("I give up.", "eos")])
-    assert run(engine, cfg).stop_reason == STOP_MAX_CALLS
+    assert run(engine, cfg, sandbox).stop_reason == STOP_MAX_CALLS
 
 
-def test_eos_without_answer_ends_with_eos(tokenizer, cfg):
+def test_eos_without_answer_ends_with_eos(tokenizer, cfg, sandbox):
     engine = ScriptedEngine(tokenizer, [("I do not know.", "eos")])
-    traj = run(engine, cfg)
+    traj = run(engine, cfg, sandbox)
     assert traj.stop_reason == STOP_EOS and traj.answer is None
     assert traj.response_ids[-1] == tokenizer.eos_token_id and traj.loss_mask[-1] == 1
 
 
-def test_never_closing_block_ends_at_the_token_budget(tokenizer, cfg):
+def test_never_closing_block_ends_at_the_token_budget(tokenizer, cfg, sandbox):
     cfg.sampling.max_total_tokens = 100
     engine = ScriptedEngine(tokenizer, [("```python\n" + "x = 1\n" * 200, "stop")])
-    traj = run(engine, cfg)
+    traj = run(engine, cfg, sandbox)
     assert traj.stop_reason == STOP_LENGTH and traj.code_calls == 0
     assert len(traj.response_ids) <= 100 and sum(traj.loss_mask) == len(traj.response_ids)
 
 
-def test_observation_that_overflows_the_budget_is_cut_and_ends_the_trajectory(tokenizer, cfg):
+def test_observation_that_overflows_the_budget_is_cut_and_ends_the_trajectory(tokenizer, cfg, sandbox):
     cfg.sampling.max_total_tokens = 40
     engine = ScriptedEngine(tokenizer, [("```python\nprint('y' * 500)\n```\n", "stop"), ("<<<1>>>", "stop")])
-    traj = run(engine, cfg)
+    traj = run(engine, cfg, sandbox)
     assert traj.stop_reason == STOP_LENGTH and len(traj.response_ids) == 40
     assert len(engine.calls) == 1
 
 
-def test_prompt_longer_than_the_context_is_marked_not_raised(tokenizer, cfg):
+def test_prompt_longer_than_the_context_is_marked_not_raised(tokenizer, cfg, sandbox):
     engine = ScriptedEngine(tokenizer, [CODE_TURN], max_model_len=32)
-    traj = run(engine, cfg)
+    traj = run(engine, cfg, sandbox)
     assert traj.stop_reason == STOP_PROMPT_TOO_LONG and traj.response_ids == [] and engine.calls == []
     assert "max_model_len 32" in traj.error
 
 
-def test_code_that_never_returns_times_out_in_the_observation(tokenizer, cfg):
+def test_code_that_never_returns_times_out_in_the_observation(tokenizer, cfg, sandbox):
     cfg.sandbox.timeout_s = 0.5
     engine = ScriptedEngine(tokenizer, [("```python\nwhile True:\n    pass\n```\n", "stop"), ("<<<?>>>", "stop")])
     start = time.perf_counter()
-    traj = run(engine, cfg)
+    traj = run(engine, cfg, sandbox)
     assert time.perf_counter() - start < 10
-    assert "timed out after 0.5 seconds" in traj.turns[0].observation
+    assert traj.turns[0].observation.count("0.5 s limit") == 1  # the sandbox's own note, not repeated
     assert traj.stop_reason == STOP_ANSWER
+
+
+def test_exec_note_explains_only_what_the_executor_left_unexplained():
+    from r1ci.rollout import exec_note
+
+    assert exec_note(ExecResult("", "", None, timed_out=True, killed_reason="timeout"), 2.0) == "Error: the code timed out after 2 seconds and was stopped."
+    assert exec_note(ExecResult("", "", None, killed_reason="memory_limit"), 2.0) == "Error: the code was stopped (memory_limit)."
+    assert exec_note(ExecResult("", "TimeoutError: killed", None, timed_out=True), 2.0) == ""
+    assert exec_note(ExecResult("1\n", "", 0), 2.0) == ""
 
 
 class DyingExecutor:
@@ -209,11 +209,19 @@ class HangingExecutor:
         await asyncio.sleep(3600)
 
 
-@pytest.mark.parametrize("executor,message", [(DyingExecutor(), "executor actor died"), (HangingExecutor(), "no result within")])
+class ReportsItsDeathExecutor:
+    async def arun(self, code, timeout=None):
+        return ExecResult("", "r1ci sandbox: the fork server died during this run", None, killed_reason="executor_died")
+
+
+@pytest.mark.parametrize(
+    "executor,message",
+    [(DyingExecutor(), "executor actor died"), (HangingExecutor(), "no result within"), (ReportsItsDeathExecutor(), "fork server died")],
+)
 def test_executor_failure_marks_the_trajectory_and_keeps_it(tokenizer, cfg, executor, message):
     cfg.sandbox.timeout_s, cfg.generator.exec_grace_s = 0.2, 0.3
     engine = ScriptedEngine(tokenizer, [CODE_TURN, ("<<<42>>>", "stop")])
-    traj = run(engine, cfg, executor=executor)
+    traj = run(engine, cfg, executor)
     assert traj.stop_reason == STOP_ERROR and message in traj.error
     assert traj.turns[0].code == "print(6 * 7)" and traj.code_calls == 0
     assert len(traj.response_ids) == len(traj.loss_mask) == len(traj.logprobs) > 0
@@ -254,7 +262,7 @@ def test_trajectories_advance_independently_while_one_waits_on_code(tokenizer, c
     assert len(fast_ends) == 3 and max(fast_ends) < first_slow_end  # fast did all 3 calls during slow's first
 
 
-def test_rollout_batch_keeps_a_trajectory_whose_rollout_crashed(tokenizer, cfg):
+def test_rollout_batch_keeps_a_trajectory_whose_rollout_crashed(tokenizer, cfg, sandbox):
     class Broken(ScriptedEngine):
         @property
         def max_model_len(self):
@@ -264,7 +272,7 @@ def test_rollout_batch_keeps_a_trajectory_whose_rollout_crashed(tokenizer, cfg):
         def max_model_len(self, value):
             pass
 
-    trajs = asyncio.run(rollout_batch(Broken(tokenizer, [CODE_TURN]), SubprocessExecutor(), [RolloutRequest(INSTANCE, "g")], cfg))
+    trajs = asyncio.run(rollout_batch(Broken(tokenizer, [CODE_TURN]), sandbox, [RolloutRequest(INSTANCE, "g")], cfg))
     assert len(trajs) == 1 and trajs[0].stop_reason == STOP_ERROR and "boom" in trajs[0].error
 
 
@@ -280,11 +288,11 @@ def hf_engine(tiny_model_dir):
     return make_engine(c, tiny_model_dir)
 
 
-def test_tiny_model_rollouts_have_aligned_tokens_masks_and_true_logprobs(hf_engine, cfg):
+def test_tiny_model_rollouts_have_aligned_tokens_masks_and_true_logprobs(hf_engine, cfg, sandbox):
     cfg.sampling.max_tokens_per_turn = 48
     cfg.sampling.max_total_tokens = 96
     requests = [RolloutRequest(INSTANCE, f"g{i // 2}", style, Sampling(1.0, 1.0, 48, seed=i)) for i, style in enumerate(["agent", "guided", "code", "text"])]
-    trajs = asyncio.run(rollout_batch(hf_engine, SubprocessExecutor(), requests, cfg))
+    trajs = asyncio.run(rollout_batch(hf_engine, sandbox, requests, cfg))
     model = hf_engine.model
     for traj in trajs:
         assert traj.stop_reason in (STOP_ANSWER, STOP_EOS, STOP_LENGTH), traj.error
@@ -295,7 +303,7 @@ def test_tiny_model_rollouts_have_aligned_tokens_masks_and_true_logprobs(hf_engi
         recomputed = torch.log_softmax(logits, -1).gather(1, torch.tensor(traj.response_ids)[:, None])[:, 0]
         mask = torch.tensor(traj.loss_mask, dtype=torch.bool)
         assert torch.allclose(recomputed[mask], torch.tensor(traj.logprobs)[mask], atol=1e-4)
-    again = asyncio.run(rollout_batch(hf_engine, SubprocessExecutor(), requests[:1], cfg))
+    again = asyncio.run(rollout_batch(hf_engine, sandbox, requests[:1], cfg))
     assert again[0].response_ids == trajs[0].response_ids  # seeded
 
 
@@ -307,13 +315,16 @@ def test_generator_actor_rolls_out_loads_weights_and_reports_stats(ray_cluster, 
     import ray
     from transformers import AutoModelForCausalLM
 
+    from actors.executor import ExecutorPool
     from actors.generator import make_generators
     from r1ci.weight_sync import pack_buckets
 
     cfg = Config()
     cfg.generator.backend, cfg.generator.num_cpus, cfg.generator.num_generators = "hf", 0.25, 1
+    cfg.executor.num_cpus = 0.25
     cfg.sampling.max_tokens_per_turn, cfg.sampling.max_total_tokens = 16, 32
-    (actor,) = make_generators(cfg, tiny_model_dir)
+    pool = ExecutorPool.create(cfg)
+    (actor,) = make_generators(cfg, tiny_model_dir, pool)
     requests = [RolloutRequest(INSTANCE, "g0", "agent", Sampling(1.0, 1.0, 16, seed=i)) for i in range(3)]
     first = ray.get(actor.generate.remote(requests), timeout=120)
     assert [t.weight_version for t in first] == [0, 0, 0] and all(t.response_ids for t in first)
@@ -330,4 +341,6 @@ def test_generator_actor_rolls_out_loads_weights_and_reports_stats(ray_cluster, 
     stats = ray.get(actor.stats.remote(), timeout=30)
     assert stats["weight_version"] == 5 and stats["trajectories"] == 6
     assert stats["tokens_per_s"] > 0 and stats["turns_per_trajectory"] >= 1
+    ray.get(actor.shutdown.remote(), timeout=30)
     ray.kill(actor)
+    pool.shutdown()
