@@ -77,21 +77,28 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str) -> Tensor
     return KL_ESTIMATORS[estimator](logprobs, ref_logprobs)
 
 
-def entropy_from_logits(logits: Tensor) -> Tensor:
-    """Entropy of the next-token distribution at each position: [B, T, V] -> [B, T] nats."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
-def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
-    """log_softmax(logits / temperature) of the taken tokens: [B, T, V], [B, T] -> [B, T] nats.
-
-    The same formula the generation engines use for sampling logprobs, so the two agree.
-    """
+def log_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """log_softmax(logits / temperature) in fp32, [..., V]: the formula the generation engines use
+    for sampling logprobs, so learner and engine logprobs agree."""
     logits = logits.float()
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
-    return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return torch.log_softmax(logits, dim=-1)
+
+
+def entropy_from_logprobs(logp: Tensor) -> Tensor:
+    """Entropy of each next-token distribution given its log-probabilities: [B, T, V] -> [B, T] nats."""
+    return -(logp.exp() * logp).sum(-1)
+
+
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Entropy of the next-token distribution at each position: [B, T, V] -> [B, T] nats."""
+    return entropy_from_logprobs(log_softmax(logits))
+
+
+def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
+    """log_softmax(logits / temperature) of the taken tokens: [B, T, V], [B, T] -> [B, T] nats."""
+    return log_softmax(logits, temperature).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 # ---------------------------------------------------------------------------- advantages
