@@ -15,7 +15,8 @@ from r1ci.sandbox.executor import available
 
 @pytest.fixture(scope="module")
 def ex():
-    executor = Executor(SandboxConfig(timeout_s=10, preload=["math", "json", "numpy", "subprocess", "ctypes"]))
+    cfg = SandboxConfig(timeout_s=10, preload=["math", "json", "numpy", "subprocess", "ctypes"], warm_up="import numpy")
+    executor = Executor(cfg)
     yield executor
     executor.close()
 
@@ -24,7 +25,7 @@ def ex():
 def tight():
     """Small limits, so hitting each of them is quick and harmless."""
     cfg = SandboxConfig(timeout_s=10, cpu_time_s=1, memory_mb=256, max_processes=16, max_file_mb=1,
-                        max_output_bytes=1000, output_kill_mb=1, preload=["math", "subprocess", "ctypes"])
+                        max_output_bytes=1000, output_kill_mb=1, preload=["math", "subprocess", "ctypes"], warm_up="")
     executor = Executor(cfg)
     yield executor
     executor.close()
@@ -250,7 +251,7 @@ def test_no_stray_process_after_hundreds_of_hostile_runs(ex):
 
 @pytest.mark.skipif(os.getuid() != 0, reason="seccomp fallback is exercised as root here")
 def test_without_namespaces_sockets_are_refused():
-    with Executor(SandboxConfig(containment="none", preload=["socket"])) as bare:
+    with Executor(SandboxConfig(containment="none", preload=["socket"], warm_up="")) as bare:
         assert bare.containment == "none"
         result = bare.run("import socket\ntry:\n    socket.socket()\n    print('OPEN')\nexcept OSError as e:\n    print('refused', e.errno)")
         assert result.stdout.startswith("refused") and "OPEN" not in result.stdout

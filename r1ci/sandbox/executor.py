@@ -147,7 +147,7 @@ class _Server:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         server_cfg = {
             "fd": child_sock.fileno(), "preload": list(cfg.preload), "cpu_time_s": cfg.cpu_time_s,
-            "memory_mb": cfg.memory_mb, "max_processes": cfg.max_processes, "max_file_mb": cfg.max_file_mb,
+            "warm_up": cfg.warm_up, "memory_mb": cfg.memory_mb, "max_processes": cfg.max_processes, "max_file_mb": cfg.max_file_mb,
             "uid_base": uid_base, "uid_span": UID_SPAN, "spares": cfg.workers, "workroot": workroot,
             "deny_sockets": containment == "none", "expose": hidden_paths(python_paths()) if containment == "unshare" else {},
         }
@@ -293,6 +293,8 @@ class Executor:
                 raise SandboxError(f"the sandbox fork server did not start ({self.containment}): {exc}") from exc
             if ready["missing"]:
                 log.warning("sandbox preload modules not importable: %s", ", ".join(ready["missing"]))
+            if ready["warm_up_error"]:
+                log.warning("sandbox warm_up failed (snippets still run, their first use of a library is slower): %s", ready["warm_up_error"])
             self._server = server
             return server
 

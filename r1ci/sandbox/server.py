@@ -556,11 +556,16 @@ def main() -> None:
             __import__(name)
         except ImportError:
             missing.append(name)
+    try:
+        exec(compile(cfg["warm_up"], "<sandbox.warm_up>", "exec"), {"__name__": "__warm_up__"})
+        warm_up_error = ""
+    except Exception as exc:  # noqa: BLE001 - a module missing on this host only costs speed
+        warm_up_error = f"{type(exc).__name__}: {exc}"
     libc = _libc()
     gc.collect()
     gc.freeze()  # children's collections then skip (and so never copy) the preloaded objects
     server = ForkServer(cfg, sock, libc)
-    send_msg(sock, {"op": "ready", "pid": os.getpid(), "missing": missing})
+    send_msg(sock, {"op": "ready", "pid": os.getpid(), "missing": missing, "warm_up_error": warm_up_error})
     server.serve()
 
 
