@@ -21,6 +21,7 @@ def pool(ray_cluster):
     cfg.executor.num_cpus = 0.25
     cfg.executor.max_queued = 4
     cfg.sandbox.preload = ["math", "numpy"]
+    cfg.sandbox.warm_up = "import numpy"
     cfg.sandbox.timeout_s = 10
     p = ExecutorPool.create(cfg)
     yield p
