@@ -1,10 +1,12 @@
-"""The fork server: imports the preload modules once, then forks one contained child per snippet.
+"""The fork server: imports the preload modules once, then runs each snippet in a fresh contained child.
 
 It runs inside the containment (bwrap or unshare namespaces, or none) as root and is driven
-by `r1ci.sandbox.executor` over one Unix stream socket. Each child gets its own session,
-rlimits set while still root, a fresh uid (so limits cannot be raised, RLIMIT_NPROC counts
-only that run, and every process of the run can be killed by uid), a fresh working dir,
-/dev/null as stdin and the caller's pipes as stdout/stderr.
+by `r1ci.sandbox.executor` over one Unix stream socket. Its spawner (a fork of it) keeps
+spare children ready, each already in its own session, with rlimits set while still root,
+a fresh uid (so limits cannot be raised, RLIMIT_NPROC counts only that run, and every
+process of the run can be killed by uid), a fresh working dir and /dev/null as stdin. A
+spare waits for one snippet with its stdout, stderr and result pipes; the server enforces
+the wall deadline and ends the run's processes.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import types
 HEADER = struct.Struct("!I")
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 SNIPPET = "<snippet>"
-WARM_UP = "import math\nvalues = [math.sqrt(i) for i in range(100)]\nprint(f'{sum(values):.3f}', len(values), {'a': 1})\n"
+SPARE_WARM_UP = "import math\nvalues = [math.sqrt(i) for i in range(100)]\nprint(f'{sum(values):.3f}', len(values), {'a': 1})\n"
 SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -181,7 +183,7 @@ def child_main(cfg: dict, ctl: socket.socket, workdir: str, uid: int, libc: ctyp
     # to /dev/null) takes the ones every request would take, before it arrives instead of after.
     warm_in, warm_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     null = os.open("/dev/null", os.O_WRONLY)
-    send_msg(warm_in, {"code": WARM_UP}, (null, null, null))
+    send_msg(warm_in, {"code": SPARE_WARM_UP}, (null, null, null))
     os.close(null)
     code, status_fd = take_request(warm_out)
     status = run_snippet(code)
