@@ -59,6 +59,7 @@ class SandboxConfig:
     containment: str = knob("auto", "Isolation: auto (best available), bwrap, unshare, or none (rlimits and privilege drop only).")
     preload: list = knob(["math", "itertools", "collections", "functools", "re", "json", "random", "fractions", "heapq", "numpy", "sympy"], "Modules the warm interpreter imports once so snippets start fast.")
     workers: int = knob(2, "Snippets one executor runs at the same time.")
+    spares: int = knob(2, "Children the fork server keeps forked and warmed ahead of requests (at most workers); more cost memory, fewer cost latency under bursts.")
     output_kill_mb: int = knob(64, "Output of one run (both streams) beyond which it is killed with killed_reason output_limit, MiB.")
     tmp_mb: int = knob(512, "Size of the private /tmp (tmpfs) that holds the runs' working dirs under bwrap, MiB.")
     grace_s: float = knob(10.0, "Extra wall time past the timeout before a silent fork server is declared hung and restarted, seconds.")

@@ -148,7 +148,7 @@ class _Server:
         server_cfg = {
             "fd": child_sock.fileno(), "preload": list(cfg.preload), "cpu_time_s": cfg.cpu_time_s,
             "warm_up": cfg.warm_up, "memory_mb": cfg.memory_mb, "max_processes": cfg.max_processes, "max_file_mb": cfg.max_file_mb,
-            "uid_base": uid_base, "uid_span": UID_SPAN, "spares": cfg.workers, "workroot": workroot,
+            "uid_base": uid_base, "uid_span": UID_SPAN, "spares": min(cfg.spares, cfg.workers), "workroot": workroot,
             "deny_sockets": containment == "none", "expose": hidden_paths(python_paths()) if containment == "unshare" else {},
         }
         argv = launcher(containment, cfg) + [sys.executable, "-c", "from r1ci.sandbox.server import main; main()", json.dumps(server_cfg)]
