@@ -25,6 +25,7 @@ CHATML_TEMPLATE = (
 )
 TINY_SEED = 1234
 TINY_VOCAB = 2048
+TINY_CACHE_NAME = "tiny-v1"  # bump when the tiny model's recipe changes, so old caches are not reused
 
 
 def _tiny_corpus() -> list[str]:
@@ -156,6 +157,7 @@ def _cached(target: Path, build) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         build(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the finished model is shared like any cache
         try:
             os.rename(tmp, target)
         except OSError:  # another process finished first: use its copy
@@ -176,7 +178,7 @@ def resolve_model(path: str, data_dir: str) -> str:
         log.info("converting %s into %s (once)", SMOLLM2_GGUF, cache / "smollm2-135m-instruct")
         return str(_cached(cache / "smollm2-135m-instruct", convert_smollm2))
     if path == "tiny":
-        return str(_cached(cache / "tiny", make_tiny_model))
+        return str(_cached(cache / TINY_CACHE_NAME, make_tiny_model))
     local = Path(os.path.expanduser(path))
     if local.is_dir():
         if not (local / "config.json").is_file():

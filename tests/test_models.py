@@ -59,7 +59,7 @@ def test_interrupted_conversion_is_not_reused(tmp_path, monkeypatch):
     monkeypatch.setattr(models, "make_tiny_model", broken)
     with pytest.raises(KeyboardInterrupt):
         resolve_model("tiny", str(tmp_path))
-    assert not (tmp_path / "models" / "tiny").exists()
+    assert not (tmp_path / "models" / models.TINY_CACHE_NAME).exists()
     assert list((tmp_path / "models").iterdir()) == []
 
 
