@@ -258,6 +258,22 @@ def test_without_namespaces_sockets_are_refused():
         assert bare.run("import os; print(os.getuid() != 0)").stdout == "True\n"
 
 
+@pytest.mark.skipif(not available("unshare"), reason="unshare cannot create namespaces here")
+def test_unshare_containment_isolates_network_and_still_imports_the_stdlib():
+    with Executor(SandboxConfig(containment="unshare", preload=["math"], warm_up="")) as ex:
+        code = (
+            "import csv, socket\nprint(csv.__name__)\n"
+            "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=2)\nexcept OSError as e:\n    print('blocked', e.errno)"
+        )
+        result = ex.run(code)
+        assert result.stdout.splitlines()[0] == "csv" and "blocked" in result.stdout, result
+
+
+def test_snippet_threads_finish_before_the_run_ends(ex):
+    code = "import threading, time\nthreading.Thread(target=lambda: (time.sleep(0.2), print('late'))).start()\nprint('early')"
+    assert ex.run(code).stdout == "early\nlate\n"
+
+
 def test_run_code_uses_a_shared_warm_executor():
     first = run_code("print(1)")
     start = time.monotonic()

@@ -193,6 +193,11 @@ def child_main(cfg: dict, ctl: socket.socket, workdir: str, uid: int, libc: ctyp
         end.close()
     code, status_fd = take_request(ctl)
     status = run_snippet(code)
+    try:
+        if "threading" in sys.modules:
+            sys.modules["threading"]._shutdown()  # wait for non-daemon threads, as python does at exit
+    except BaseException:  # noqa: BLE001 - a thread's failure does not change the exit code
+        pass
     flush_streams()
     try:  # the result goes straight to the executor; the server then ends the process group
         os.close(1)
