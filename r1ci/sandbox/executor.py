@@ -150,6 +150,7 @@ class _Server:
             "warm_up": cfg.warm_up, "memory_mb": cfg.memory_mb, "max_processes": cfg.max_processes, "max_file_mb": cfg.max_file_mb,
             "uid_base": uid_base, "uid_span": UID_SPAN, "spares": min(cfg.spares, cfg.workers), "workroot": workroot,
             "deny_sockets": containment == "none", "expose": hidden_paths(python_paths()) if containment == "unshare" else {},
+            "drop_privileges": os.geteuid() == 0,  # root on the host (inside a user namespace uid 0 means less)
         }
         argv = launcher(containment, cfg) + [sys.executable, "-c", "from r1ci.sandbox.server import main; main()", json.dumps(server_cfg)]
         # glibc malloc with transparent huge pages: the preloaded heap then sits in 2 MiB pages,
