@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -152,6 +153,16 @@ def test_dead_fork_server_is_restarted(ex):
     result = ex.run("print('back')")
     assert result.stdout == "back\n"
     assert ex.stats()["restarts"] == restarts + 1
+
+
+def test_fork_server_death_mid_run_gives_a_clear_result(ex):
+    with ThreadPoolExecutor(1) as caller:
+        pending = caller.submit(ex.run, "import time; time.sleep(20)")
+        time.sleep(0.5)
+        os.killpg(ex.server_pid, signal.SIGKILL)
+        result = pending.result(timeout=30)
+    assert result.killed_reason == "executor_died" and result.exit_code is None
+    assert ex.run("print('again')").stdout == "again\n"
 
 
 def test_writes_outside_the_working_dir_are_refused(ex):
