@@ -11,21 +11,11 @@ import asyncio
 import os
 import time
 
-import numpy as np
 import ray
 
 from r1ci.config import Config, from_dict, to_dict
 from r1ci.rollout import CodeExecutor, RolloutRequest, rollout_batch
 from r1ci.trajectory import Trajectory
-
-
-def _weights(buckets: list) -> list[tuple[str, np.ndarray]]:
-    """(name, array) pairs from `r1ci.weight_sync` buckets or from plain lists of pairs."""
-    from r1ci.weight_sync import Bucket, iter_weights
-
-    if buckets and isinstance(buckets[0], Bucket):
-        return list(iter_weights(buckets))
-    return [pair for bucket in buckets for pair in bucket]
 
 
 @ray.remote
@@ -70,9 +60,11 @@ class GeneratorActor:
         return trajs
 
     async def load_weights(self, bucket_refs: list, version: int) -> int:
-        """Load one weight sync: ObjectRefs of `r1ci.weight_sync` buckets (or lists of (name, array) pairs)."""
-        buckets = await asyncio.gather(*(ref if isinstance(ref, ray.ObjectRef) else _ready(ref) for ref in bucket_refs))
-        await self.engine.load_weights(_weights(list(buckets)), version)
+        """Load one weight sync: ObjectRefs of its `r1ci.weight_sync` buckets, checked complete and of `version`."""
+        from r1ci.weight_sync import iter_weights
+
+        buckets = await asyncio.gather(*bucket_refs)
+        await self.engine.load_weights(iter_weights(list(buckets), version), version)
         self.version = version
         return version
 
@@ -95,10 +87,6 @@ class GeneratorActor:
     def shutdown(self) -> None:
         """Stop the engine's own processes (vLLM's engine core and workers) before the actor is killed."""
         self.engine.shutdown()
-
-
-async def _ready(value):
-    return value
 
 
 def make_generators(cfg: Config, model_dir: str, executor: CodeExecutor | None = None, count: int | None = None) -> list:

