@@ -40,7 +40,12 @@ class CodeExecutor(Protocol):
 
 @dataclass(frozen=True)
 class RolloutRequest:
-    """One trajectory to sample: a task instance, its group, the prompt style and sampling settings."""
+    """One trajectory to sample: a task instance, its group, the prompt style and sampling settings.
+
+    `sampling.max_tokens` is the budget per engine call and `sampling.seed` seeds the whole
+    trajectory (each call gets a seed derived from it); `sampling.stop` is ignored, the
+    protocol sets the stop strings of each turn.
+    """
 
     instance: Instance
     group_id: str
