@@ -16,6 +16,7 @@ pass; fraction_of_memcpy is the median of the paired ratios (the cold first sync
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -149,9 +150,10 @@ def main() -> None:
     parser.add_argument("--bucket-mb", type=float, default=64)
     parser.add_argument("--data-dir", default=os.environ.get("R1CI_DATA_DIR", "~/.cache/r1ci"))
     args = parser.parse_args()
-    init_ray("local", num_cpus=2)
-    results = {m: run(m, args.data_dir, args.bucket_mb, args.repeats, args.warmup) for m in args.models.split(",")}
-    ray.shutdown()
+    with contextlib.redirect_stdout(sys.stderr):  # libraries' log lines must not break the one JSON object
+        init_ray("local", num_cpus=2)
+        results = {m: run(m, args.data_dir, args.bucket_mb, args.repeats, args.warmup) for m in args.models.split(",")}
+        ray.shutdown()
     if args.json:
         print(json.dumps({"models": results, "fraction_of_memcpy": {m: r["fraction_of_memcpy"] for m, r in results.items()}}, indent=1))
         return
