@@ -8,6 +8,7 @@ cap, and turns the result into an `ExecResult`. A dead server is restarted on th
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import json
 import logging
@@ -140,8 +141,9 @@ class _Capped:
 
 
 class _Server:
-    """Parent-side handle on one fork-server process: requests go down one socket, and each
-    run's result comes back on its own status pipe (no reader thread, no shared queue)."""
+    """Parent-side handle on one fork-server process: it offers warm spare children over one
+    socket, each snippet goes straight to a spare, and each run's result comes back on its
+    own result pipe (no reader thread, no shared queue)."""
 
     def __init__(self, cfg: SandboxConfig, containment: str, uid_base: int, workroot: str):
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -162,47 +164,70 @@ class _Server:
         child_sock.close()
         self.sock = parent_sock
         self.alive = True
-        self.send_lock = threading.Lock()
-        self.next_id = 0
+        self.send_lock = threading.Lock()  # requests to the server (kills)
+        self.recv_lock = threading.Lock()  # offers of spares from the server
+        self.reader = FrameReader(parent_sock)
+        self.spares: collections.deque[tuple[int, socket.socket]] = collections.deque()
+        self.hello: dict | None = None
+
+    def _pump(self, timeout: float) -> None:
+        """Read the server's next frames (the hello, offers of spares); call with recv_lock held."""
+        self.sock.settimeout(timeout)
+        try:
+            if not self.reader.feed():
+                self.alive = False
+                raise ServerDied(f"the fork server exited (code {self.proc.poll()})")
+        except socket.timeout as exc:
+            raise ServerDied(f"no word from the fork server within {timeout:g} s") from exc
+        except OSError as exc:
+            self.alive = False
+            raise ServerDied(f"the fork server is not reachable: {exc}") from exc
+        finally:
+            self.sock.settimeout(None)
+        for msg in self.reader.frames():
+            if msg["op"] == "ready":
+                self.hello = msg
+            elif msg["op"] == "spare":
+                self.spares.append((msg["pid"], socket.socket(fileno=self.reader.fds.pop(0))))
 
     def wait_ready(self, timeout: float) -> dict:
         """The server's hello once its preload imports are done."""
-        self.sock.settimeout(timeout)
-        reader = FrameReader(self.sock)
-        try:
-            while True:
-                msg = next(reader.frames(), None)
-                if msg is not None:
-                    return msg
-                if not reader.feed():
-                    raise ServerDied(f"the fork server exited during start-up (code {self.proc.wait()})")
-        except socket.timeout as exc:
-            raise ServerDied(f"the fork server did not start within {timeout:g} s") from exc
-        finally:
-            self.sock.settimeout(None)
+        deadline = time.monotonic() + timeout
+        with self.recv_lock:
+            while self.hello is None:
+                self._pump(max(0.001, deadline - time.monotonic()))
+            return self.hello
 
-    def submit(self, code: str, timeout: float, fds: tuple[int, int, int]) -> int:
-        with self.send_lock:
-            if not self.alive or self.proc.poll() is not None:
-                self.alive = False
-                raise ServerDied("the fork server is not running")
-            self.next_id += 1
+    def submit(self, code: str, timeout: float, fds: tuple[int, int, int], wait_s: float) -> int:
+        """Hand the snippet and its stdout/stderr/result pipes to a warm spare; returns its pid."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self.recv_lock:
+                if not self.alive or self.proc.poll() is not None:
+                    self.alive = False
+                    raise ServerDied("the fork server is not running")
+                while not self.spares:
+                    self._pump(max(0.001, deadline - time.monotonic()))
+                pid, spare = self.spares.popleft()
             try:
-                send_msg(self.sock, {"op": "run", "id": self.next_id, "code": code, "timeout": timeout}, fds)
-            except OSError as exc:
-                self.alive = False
-                raise ServerDied(f"the fork server is not reachable: {exc}") from exc
-            return self.next_id
+                send_msg(spare, {"code": code, "timeout": timeout}, fds)
+                return pid
+            except OSError:
+                continue  # that spare died; take the next
+            finally:
+                spare.close()
 
-    def kill(self, run_id: int, reason: str) -> None:
+    def kill(self, pid: int, reason: str) -> None:
         with self.send_lock:
             try:
-                send_msg(self.sock, {"op": "kill", "id": run_id, "reason": reason})
+                send_msg(self.sock, {"op": "kill", "pid": pid, "reason": reason})
             except OSError:
                 self.alive = False
 
     def close(self) -> None:
         self.alive = False
+        while self.spares:
+            self.spares.popleft()[1].close()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -331,7 +356,7 @@ class Executor:
             return ExecResult("", str(exc), None, killed_reason="sandbox_error")
         pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, status: (read end, write end)
         try:
-            run_id = server.submit(code, timeout, tuple(w for _, w in pipes))
+            pid = server.submit(code, timeout, tuple(w for _, w in pipes), self.cfg.grace_s)
         except ServerDied as exc:
             for r, _ in pipes:
                 os.close(r)
@@ -342,13 +367,21 @@ class Executor:
         deadline = time.monotonic() + timeout + self.cfg.grace_s
         cap = self.cfg.max_output_bytes
         out, err, status = _Capped(cap), _Capped(cap), _Capped(1 << 16)
+        too_much = []
+
+        def kill_for_output() -> None:
+            too_much.append(True)
+            server.kill(pid, "output_limit")
+
         finished = self._capture({pipes[0][0]: out, pipes[1][0]: err, pipes[2][0]: status}, deadline,
-                                 lambda: server.kill(run_id, "output_limit"), line_fd=pipes[2][0])
+                                 kill_for_output, line_fd=pipes[2][0])
         dropped = out.dropped + err.dropped
         if not finished:
             log.warning("sandbox fork server silent %g s past the timeout; restarting it", self.cfg.grace_s)
             server.hard_kill()
             return ExecResult(out.text(), err.text(), None, timed_out=True, killed_reason="executor_unresponsive", truncated_bytes=dropped)
+        if not status.total and too_much:  # killed before the server knew the run had started
+            status.add(json.dumps({"exit_code": None, "signal": signal.SIGKILL, "reason": "output_limit", "cpu_s": 0.0}).encode())
         if not status.total:
             server.alive = False
             return ExecResult(out.text(), err.text() + "\nr1ci sandbox: the fork server died during this run; it will be restarted",

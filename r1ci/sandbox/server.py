@@ -44,7 +44,8 @@ def send_msg(sock: socket.socket, obj: dict, fds: tuple[int, ...] = ()) -> None:
     data = json.dumps(obj).encode()
     payload = HEADER.pack(len(data)) + data
     sent = socket.send_fds(sock, [payload], list(fds)) if fds else 0
-    sock.sendall(payload[sent:])
+    if sent < len(payload):  # never an empty send: the peer may already have read and gone
+        sock.sendall(payload[sent:])
 
 
 class FrameReader:
@@ -55,7 +56,10 @@ class FrameReader:
 
     def feed(self) -> bool:
         """Read what is available; False at end of stream."""
-        data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 16, 8)
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 16, 8)
+        except ConnectionResetError:
+            return False
         if not data:
             return False
         self.buf += data
@@ -133,12 +137,14 @@ def run_snippet(code: str) -> int:
         return 1
 
 
-def child_main(cfg: dict, ctl: socket.socket, workdir: str, uid: int, libc: ctypes.CDLL) -> None:
-    """A spare child: contain itself and drop privileges, then wait on `ctl` for one snippet and
-    its stdout/stderr pipes, run it, report its exit code and exit. Never returns.
+def child_main(cfg: dict, ctl: socket.socket, inbox: socket.socket, workdir: str, uid: int, libc: ctypes.CDLL) -> None:
+    """A spare child: contain itself and drop privileges, then wait on `inbox` (a socket whose
+    other end the executor holds) for one snippet and its stdout/stderr/result pipes, tell the
+    server on `ctl` that it started, run it, write its result, tell the server, exit. Never returns.
 
     Spares are forked ahead of need, so the fork of the big preloaded server is not paid on
-    the request's path; the exit code is reported before the (equally slow) process teardown.
+    the request's path, and the request goes from the executor to the spare directly; the
+    result is written before the (equally slow) process teardown.
     """
     try:
         signal.set_wakeup_fd(-1)
@@ -148,8 +154,10 @@ def child_main(cfg: dict, ctl: socket.socket, workdir: str, uid: int, libc: ctyp
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        os.closerange(3, ctl.fileno())  # the server's control socket and other runs' pipes
-        os.closerange(ctl.fileno() + 1, 1 << 20)
+        low, high = sorted((ctl.fileno(), inbox.fileno()))
+        os.closerange(3, low)  # the server's control socket and other runs' pipes
+        os.closerange(low + 1, high)
+        os.closerange(high + 1, 1 << 20)
         mb = 1 << 20
         for res, soft, hard in (
             (resource.RLIMIT_CPU, cfg["cpu_time_s"], cfg["cpu_time_s"] + 1),
@@ -175,7 +183,7 @@ def child_main(cfg: dict, ctl: socket.socket, workdir: str, uid: int, libc: ctyp
         os.environ.update(SANDBOX_ENV, HOME=workdir, TMPDIR=workdir)
         sys.path = [workdir] + [p for p in sys.path if p and p != os.getcwd()]
     except BaseException as exc:  # noqa: BLE001
-        _spare_failed(ctl, f"r1ci sandbox: setting up the run failed: {exc!r}")
+        _spare_failed(inbox, f"r1ci sandbox: setting up the run failed: {exc!r}")
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace")
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True)
@@ -183,15 +191,16 @@ def child_main(cfg: dict, ctl: socket.socket, workdir: str, uid: int, libc: ctyp
     # to /dev/null) takes the ones every request would take, before it arrives instead of after.
     warm_in, warm_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     null = os.open("/dev/null", os.O_WRONLY)
-    send_msg(warm_in, {"code": SPARE_WARM_UP}, (null, null, null))
+    send_msg(warm_in, {"code": SPARE_WARM_UP, "timeout": 0}, (null, null, null))
     os.close(null)
-    code, status_fd = take_request(warm_out)
+    code, _timeout, status_fd = take_request(warm_out)
     status = run_snippet(code)
     flush_streams()
     write_status(status_fd, status)
     for end in (warm_in, warm_out):
         end.close()
-    code, status_fd = take_request(ctl)
+    code, timeout, status_fd = take_request(inbox)
+    send_msg(ctl, {"op": "started", "timeout": timeout}, (status_fd,))  # the server keeps the deadline
     status = run_snippet(code)
     try:
         if "threading" in sys.modules:
@@ -203,17 +212,17 @@ def child_main(cfg: dict, ctl: socket.socket, workdir: str, uid: int, libc: ctyp
         os.close(1)
         os.close(2)
         told = write_status(status_fd, status)
-        send_msg(ctl, {"exit_code": status, "told": told})
+        send_msg(ctl, {"op": "done", "exit_code": status, "told": told})
     finally:
         os._exit(status)
 
 
-def take_request(ctl: socket.socket) -> tuple[str, int]:
-    """Block for one request on `ctl` and put its stdout/stderr pipes on fds 1 and 2.
+def take_request(inbox: socket.socket) -> tuple[str, float, int]:
+    """Block for one request on `inbox` and put its stdout/stderr pipes on fds 1 and 2.
 
-    Returns the code and the status pipe's fd. Exits quietly at end of stream (a retired
-    spare, or the server is gone)."""
-    reader = FrameReader(ctl)
+    Returns the code, its wall timeout in seconds and the result pipe's fd. Exits quietly at
+    end of stream (the executor is gone)."""
+    reader = FrameReader(inbox)
     req = None
     while req is None:
         if not reader.feed():
@@ -224,7 +233,7 @@ def take_request(ctl: socket.socket) -> tuple[str, int]:
         if fd != target:
             os.dup2(fd, target)
             os.close(fd)
-    return req["code"], status_fd
+    return req["code"], float(req.get("timeout", 0)), status_fd
 
 
 def flush_streams() -> None:
@@ -252,6 +261,7 @@ def _spare_failed(ctl: socket.socket, text: str) -> None:
         pass
     if len(reader.fds) >= 3:
         os.write(reader.fds[1], (text + "\n").encode())
+        write_status(reader.fds[2], 126)
     os._exit(126)
 
 
@@ -295,14 +305,18 @@ class Spawner:
         os.mkdir(workdir, 0o700)
         if self.cfg["drop_privileges"]:
             os.chown(workdir, uid, uid)
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for_server, ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for_executor, inbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:
-            child_main(self.cfg, theirs, workdir, uid, self.libc)
-        theirs.close()
+            child_main(self.cfg, ctl, inbox, workdir, uid, self.libc)
+        ctl.close()
+        inbox.close()
         self.uids[pid] = uid
-        send_msg(self.sock, {"op": "spare", "pid": pid, "uid": uid, "workdir": workdir}, (mine.fileno(),))
-        mine.close()
+        send_msg(self.sock, {"op": "spare", "pid": pid, "uid": uid, "workdir": workdir},
+                 (for_server.fileno(), for_executor.fileno()))
+        for_server.close()
+        for_executor.close()
 
     def sweep(self, uid: int) -> None:
         """Kill every process of `uid` (escaped sessions too) from a fork that becomes that uid."""
@@ -362,30 +376,33 @@ class Spawner:
 
 
 class Run:
-    """One forked child: a spare until `start_run`, then a run with a wall deadline."""
+    """One forked child: a spare until it reports `started`, then a run with a wall deadline."""
 
-    __slots__ = ("id", "pid", "uid", "workdir", "sock", "reader", "status_fd", "start", "deadline", "reason", "reported")
+    __slots__ = ("pid", "uid", "workdir", "sock", "reader", "status_fd", "start", "deadline", "reason", "reported")
 
     def __init__(self, pid: int, uid: int, workdir: str, sock: socket.socket):
         self.pid, self.uid, self.workdir, self.sock = pid, uid, workdir, sock
         self.reader = FrameReader(sock)
-        self.id = self.status_fd = None
+        self.status_fd = None  # set when the run starts
         self.start = self.deadline = 0.0
         self.reason = ""
         self.reported = False
 
 
 class ForkServer:
-    """Dispatches each request to a spare child, enforces wall deadlines, reports results."""
+    """Offers spare children to the executor, enforces wall deadlines, ends runs, reports deaths.
+
+    The executor sends each snippet straight to a spare it was offered (one hop, not two);
+    the spare tells the server when it starts and when it is done.
+    """
 
     def __init__(self, cfg: dict, sock: socket.socket, libc: ctypes.CDLL):
         self.cfg, self.sock = cfg, sock
         self.reader = FrameReader(sock)
         self.children: dict[int, Run] = {}  # by pid: spares and runs
-        self.by_sock: dict[int, Run] = {}  # by control-socket fd, for runs in flight
-        self.spares: list[Run] = []
+        self.by_sock: dict[int, Run] = {}  # by control-socket fd
+        self.offered = 0  # spares handed to the executor, not yet started
         self.asked = 0  # spares requested from the spawner, not yet arrived
-        self.queue: list[tuple[dict, list[int]]] = []  # requests waiting for a spare
         self.deadlines: list[tuple[float, int]] = []  # (deadline, pid)
         self.count = 0
         self.workroot = cfg["workroot"]
@@ -399,39 +416,16 @@ class ForkServer:
             Spawner(cfg, theirs, libc).serve()
         theirs.close()
         self.spawner, self.spawn_reader = mine, FrameReader(mine)
-        self.want_spares()
 
     def ask(self, msg: dict) -> None:
         send_msg(self.spawner, msg)
 
     def want_spares(self) -> None:
-        for _ in range(self.cfg["spares"] + len(self.queue) - len(self.spares) - self.asked):
+        for _ in range(self.cfg["spares"] - self.offered - self.asked):
             uid = self.cfg["uid_base"] + self.count % self.cfg["uid_span"]
             self.count += 1
             self.ask({"op": "spare", "uid": uid, "workdir": os.path.join(self.workroot, f"run-{self.count}")})
             self.asked += 1
-
-    def dispatch(self) -> None:
-        while self.queue and self.spares:
-            req, fds = self.queue.pop(0)
-            self.start_run(self.spares.pop(0), req, *fds)
-        if self.queue:
-            self.want_spares()  # else refilled when a run ends: a fork now would slow the run just started
-
-    def start_run(self, run: Run, req: dict, out_fd: int, err_fd: int, status_fd: int) -> None:
-        run.id, run.status_fd = req["id"], status_fd
-        run.start = time.monotonic()
-        run.deadline = run.start + float(req["timeout"])
-        try:
-            send_msg(run.sock, {"code": req["code"]}, (out_fd, err_fd, status_fd))
-        except OSError:
-            pass  # the spare died: its exit reports the run
-        finally:
-            os.close(out_fd)
-            os.close(err_fd)
-        self.by_sock[run.sock.fileno()] = run
-        self.poller.register(run.sock, select.POLLIN)
-        heapq.heappush(self.deadlines, (run.deadline, run.pid))
 
     def kill_run(self, run: Run, reason: str) -> None:
         """Kill the run's process group and every process of its uid (escaped sessions too)."""
@@ -443,7 +437,7 @@ class ForkServer:
     def report(self, run: Run, exit_code: int | None, sig: int | None, cpu_s: float = 0.0, told: bool = False) -> None:
         """End the run (its process group, and any escaped process of its uid); send the result
         unless the child already wrote it (`told`). The executor takes the first result line."""
-        if run.reported or run.id is None:
+        if run.reported or run.status_fd is None:
             return
         run.reported = True
         _kill(os.killpg, run.pid)  # background processes left in the group
@@ -456,48 +450,72 @@ class ForkServer:
             except OSError:
                 pass  # the executor stopped waiting
         os.close(run.status_fd)
-        self.want_spares()
 
     def forget(self, run: Run) -> None:
         if run.sock.fileno() in self.by_sock:
             self.poller.unregister(run.sock)
             del self.by_sock[run.sock.fileno()]
 
-    def on_done(self, run: Run) -> None:
-        try:
-            alive = run.reader.feed()
-        except OSError:
-            alive = False
-        msg = next(run.reader.frames(), None) if alive else None
-        if msg is not None:
-            self.report(run, int(msg["exit_code"]), None, told=bool(msg["told"]) and not run.reason)
-        if msg is not None or not alive:
-            self.forget(run)
+    def on_child(self, run: Run) -> None:
+        """Everything a spare has sent: `started` (with its result pipe), `done`, end of stream."""
+        while True:
+            try:
+                alive = run.reader.feed()
+            except BlockingIOError:
+                return
+            except OSError:
+                alive = False
+            if not alive:
+                self.forget(run)
+                return
+            self.on_child_messages(run)
+
+    def on_child_messages(self, run: Run) -> None:
+        for msg in run.reader.frames():
+            if msg["op"] == "started" and run.status_fd is None:
+                run.status_fd = run.reader.fds.pop(0)
+                run.start = time.monotonic()
+                run.deadline = run.start + float(msg["timeout"])
+                heapq.heappush(self.deadlines, (run.deadline, run.pid))
+                self.offered -= 1
+                if not self.offered:
+                    self.want_spares()  # the executor has none left: more callers may be waiting
+            elif msg["op"] == "done":
+                self.report(run, int(msg["exit_code"]), None, told=bool(msg["told"]) and not run.reason)
+                self.want_spares()  # after the report: a fork now no longer slows this run
 
     def on_spawner(self) -> bool:
         if not self.spawn_reader.feed():
             return False
         for msg in self.spawn_reader.frames():
             if msg["op"] == "spare":
-                fd = self.spawn_reader.fds.pop(0)
-                run = Run(msg["pid"], msg["uid"], msg["workdir"], socket.socket(fileno=fd))
+                for_server, for_executor = self.spawn_reader.fds.pop(0), self.spawn_reader.fds.pop(0)
+                run = Run(msg["pid"], msg["uid"], msg["workdir"], socket.socket(fileno=for_server))
+                run.sock.setblocking(False)  # a stale poll event for a reused fd must not block the loop
                 self.children[run.pid] = run
-                self.spares.append(run)
+                self.by_sock[run.sock.fileno()] = run
+                self.poller.register(run.sock, select.POLLIN)
                 self.asked -= 1
+                self.offered += 1
+                try:
+                    send_msg(self.sock, {"op": "spare", "pid": run.pid}, (for_executor,))
+                finally:
+                    os.close(for_executor)
             elif msg["op"] == "exit":
                 run = self.children.pop(msg["pid"], None)
                 if run is None:
                     continue
+                if run.sock.fileno() in self.by_sock:
+                    self.on_child(run)  # its last words (`started`, `done`) may still wait in its socket
+                if run.status_fd is None:
+                    self.offered -= 1  # an offered spare died before starting
                 status = msg["status"]
                 sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
                 self.report(run, os.WEXITSTATUS(status) if os.WIFEXITED(status) else None, sig, msg["cpu_s"])
                 self.forget(run)
-                if run in self.spares:
-                    self.spares.remove(run)
                 run.sock.close()
                 self.ask({"op": "rmtree", "path": run.workdir})
-        self.dispatch()
-        self.want_spares()
+                self.want_spares()
         return True
 
     def expire(self) -> float | None:
@@ -516,18 +534,16 @@ class ForkServer:
         return None
 
     def handle(self, msg: dict) -> None:
-        if msg["op"] == "run":
-            fds, self.reader.fds = self.reader.fds[:3], self.reader.fds[3:]
-            self.queue.append((msg, fds))
-            self.dispatch()
-        elif msg["op"] == "kill":
-            for run in list(self.children.values()):
-                if run.id == msg["id"] and not run.reported:
-                    self.kill_run(run, msg["reason"])
+        run = self.children.get(msg["pid"]) if msg["op"] == "kill" else None
+        if run is not None and run.status_fd is None:
+            self.on_child(run)  # its `started` may still wait in its socket
+        if run is not None and not run.reported:
+            self.kill_run(run, msg["reason"])
 
     def serve(self) -> None:
         self.poller.register(self.sock, select.POLLIN)
         self.poller.register(self.spawner, select.POLLIN)
+        self.want_spares()
         while True:
             wait = self.expire()
             for fd, _ev in self.poller.poll(None if wait is None else int(wait * 1000) + 1):
@@ -540,7 +556,7 @@ class ForkServer:
                     if not self.on_spawner():
                         raise SystemExit("r1ci sandbox: the spawner died")
                 elif fd in self.by_sock:
-                    self.on_done(self.by_sock[fd])
+                    self.on_child(self.by_sock[fd])
 
 
 def _drain(fd: int) -> None:
