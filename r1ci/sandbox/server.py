@@ -254,9 +254,9 @@ def write_status(status_fd: int, status: int) -> bool:
         return False  # the server reports instead
 
 
-def _spare_failed(ctl: socket.socket, text: str) -> None:
+def _spare_failed(inbox: socket.socket, text: str) -> None:
     """Setup failed before a snippet arrived: wait for it anyway so the caller sees why."""
-    reader = FrameReader(ctl)
+    reader = FrameReader(inbox)
     while reader.feed() and next(reader.frames(), None) is None:
         pass
     if len(reader.fds) >= 3:
