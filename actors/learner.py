@@ -145,10 +145,6 @@ class LearnerGroup:
         per_rank = self._all("compute_logprobs", self._padded(trajectories), divisible=True)
         return [lp for shard in per_rank for lp in shard][: len(trajectories)]
 
-    def set_lr(self, lr: float) -> None:
-        """Set the learning rate of every rank (for jobs that own their schedule)."""
-        self._wait([a.call.remote("set_lr", lr) for a in self.actors], "set_lr")
-
     def publish_weights(self, version: int) -> list:
         """Put the current weights into the object store once, as `learner.sync_bucket_mb` buckets
         tagged `version`; returns their ObjectRefs (owned by rank 0). A generator does

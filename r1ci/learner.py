@@ -116,7 +116,6 @@ class Learner:
         optimizer = torch.optim.AdamW(params, lr=cfg.learner.lr, weight_decay=cfg.learner.weight_decay)
         warmup = cfg.learner.warmup_steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
-        self.optimizer, self.scheduler = optimizer, scheduler
         self.engine, _, _, _ = deepspeed.initialize(
             model=self.module, optimizer=optimizer, lr_scheduler=scheduler, config=self._ds_config(train=True)
         )
@@ -126,13 +125,6 @@ class Learner:
                 self.reference, *_ = deepspeed.initialize(model=PolicyModule(reference, False), config=self._ds_config(train=False))
             else:
                 self.reference = PolicyModule(reference, False).to(self.engine.device, self.dtype)
-
-    def set_lr(self, lr: float) -> None:
-        """Set the peak learning rate from now on (a job that owns its own schedule calls this each step);
-        the warm-up factor still applies."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
-        self.scheduler.base_lrs = [lr] * len(self.optimizer.param_groups)
 
     def _ds_config(self, train: bool) -> dict:
         lc = self.cfg.learner
