@@ -86,3 +86,61 @@ def test_test_split_task_in_training_config_is_refused():
     cfg = load_config(None, [f"tasks.train=[{test_task}]"])
     with pytest.raises(ConfigError, match="test split"):
         rl.training_samples(cfg)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_rl_on_a_head_started_on_loopback(tiny_model_dir, tmp_path):
+    import os
+    import signal
+    import tempfile
+    import time
+    import urllib.request
+
+    from actors.runtime import LOCAL_ENV
+
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, **LOCAL_ENV}
+    env.pop("RAY_ADDRESS", None)
+    dash = _free_port()
+    temp = tempfile.mkdtemp(prefix="r1ray", dir="/tmp")  # short: Ray's socket paths have a length limit
+    head = subprocess.Popen(
+        [str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={_free_port()}",
+         "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         f"--temp-dir={temp}", "--disable-usage-stats",
+         # own ports for the per-node agents, so another Ray on this machine cannot clash
+         f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+         f"--metrics-export-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/version", timeout=5)
+                break
+            except OSError:
+                assert head.poll() is None and time.time() < deadline, "ray head did not come up"
+                time.sleep(2)
+        out = tmp_path / "submitted"
+        submit = [str(bin_dir / "ray"), "job", "submit", f"--address=http://127.0.0.1:{dash}", "--",
+                  sys.executable, str(ROOT / "jobs/rl.py"), "--config", str(ROOT / "configs/demo.yaml"),
+                  *tiny_overrides(tiny_model_dir, out, steps=1), "run.checkpoint_every=1"]
+        while True:  # the head's job agent comes up a little after its dashboard
+            proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900)
+            if "No available agent" not in proc.stderr or time.time() > deadline:
+                break
+            time.sleep(3)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "joined Ray cluster" in proc.stdout + proc.stderr
+        assert [r["step"] for r in read_metrics(out)] == [0]
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)

@@ -32,17 +32,22 @@ def run_program(program: str) -> str:
     return out.getvalue().strip()
 
 
+def _expression(rng: random.Random, difficulty: int) -> str:
+    return f"print({rng.randint(2, 9)} {rng.choice('+-*')} {rng.randint(2, 9)} {rng.choice('+-*')} {rng.randint(2, 9)})"
+
+
 class ToyRunCode(Task):
     name = "toy_run_code"
     family = "toy"
     kind = "execution"
+    make_program = staticmethod(_program)
 
     def generate(self, seed: int, n: int, difficulty: int = 1) -> list[Instance]:
         rng = random.Random(f"{self.name}/{seed}/{difficulty}")
         out: list[Instance] = []
         seen: set[str] = set()
         while len(out) < n:
-            program = _program(rng, difficulty)
+            program = self.make_program(rng, difficulty)
             if program in seen:
                 continue
             seen.add(program)
@@ -63,4 +68,12 @@ class ToyRunCode(Task):
         return instance.data["program"]
 
 
-TOY_TASKS: list[type[Task]] = [ToyRunCode]
+class ToyRunExpression(ToyRunCode):
+    """One line, three one-digit numbers (at most 729 programs): small enough for a tiny
+    model to learn within a CPU test, used to show that RL raises the reward."""
+
+    name = "toy_run_expression"
+    make_program = staticmethod(_expression)
+
+
+TOY_TASKS: list[type[Task]] = [ToyRunCode, ToyRunExpression]
