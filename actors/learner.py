@@ -12,6 +12,7 @@ import logging
 
 import ray
 
+from actors.runtime import node_ip
 from r1ci.config import Config
 from r1ci.trajectory import Trajectory
 
@@ -41,7 +42,7 @@ class LearnerActor:
         """This node's IP and a free port: rank 0's answer is every rank's MASTER_ADDR/PORT."""
         from r1ci.learner import free_port
 
-        return ray.util.get_node_ip_address(), free_port()
+        return node_ip(), free_port()
 
     def setup(self, master_addr: str, master_port: int) -> None:
         from r1ci.learner import Learner

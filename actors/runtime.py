@@ -49,3 +49,16 @@ def init_ray(address: str = "auto", num_cpus: int = 0) -> str:
     )
     log.info("started a local Ray on 127.0.0.1")
     return "local"
+
+
+def node_ip() -> str:
+    """The address Ray registered for this worker's node (127.0.0.1 for a local r1ci Ray).
+
+    `ray.util.get_node_ip_address()` guesses from the routing table and would bind the
+    public interface even when the node itself was started on loopback.
+    """
+    node_id = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node["NodeID"] == node_id:
+            return node["NodeManagerAddress"]
+    return ray.util.get_node_ip_address()
