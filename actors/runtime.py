@@ -41,10 +41,13 @@ def init_ray(address: str = "auto", num_cpus: int = 0) -> str:
             if address != "auto":
                 raise SystemExit(f"could not reach the Ray cluster at '{address}': is `ray start --head` running there?")
     set_local_env()
+    # Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, at import: the processes it starts
+    # now see the variable, this one needs the constant itself, or the node registers (and
+    # its servers bind) the public interface.
+    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(
         num_cpus=num_cpus or None,
         include_dashboard=False,
-        _node_ip_address="127.0.0.1",
         runtime_env={"env_vars": dict(LOCAL_ENV)},
     )
     log.info("started a local Ray on 127.0.0.1")
