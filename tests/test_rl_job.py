@@ -144,3 +144,30 @@ def test_ray_job_submit_runs_rl_on_a_head_started_on_loopback(tiny_model_dir, tm
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_dead_generator_is_replaced_and_dead_learner_ends_the_job_with_a_resumable_checkpoint(
+    ray_cluster, tiny_model_dir, tmp_path
+):
+    import ray
+
+    from r1ci.config import load_config
+
+    out = tmp_path / "faults"
+    cfg = load_config(ROOT / "configs/demo.yaml", tiny_overrides(tiny_model_dir, out, steps=3, **{"run.checkpoint_every": 1}))
+    job = rl.RLJob(cfg)
+    try:
+        first = job.generators.actors[0]
+        ray.kill(first, no_restart=True)  # the generator dies; its prompts must be redone elsewhere
+        job.step(0)
+        job.save(1)
+        assert job.generators.actors[0] != first
+        job.start_step = 1
+        ray.kill(job.learners.actors[0], no_restart=True)
+        with pytest.raises(SystemExit, match=r"learner failed at step 1: .*resume from .*step_000001 with --resume"):
+            job.run()
+    finally:
+        job.close()
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == [0] and rows[0]["weights/version"] == 1
