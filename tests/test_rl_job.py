@@ -171,3 +171,54 @@ def test_dead_generator_is_replaced_and_dead_learner_ends_the_job_with_a_resumab
         job.close()
     rows = read_metrics(out)
     assert [r["step"] for r in rows] == [0] and rows[0]["weights/version"] == 1
+
+
+@pytest.fixture(scope="module")
+def warm_started_tiny_model(ray_cluster, tiny_model_dir, tmp_path_factory):
+    """The tiny model after a short SFT on toy_run_expression trajectories written by the
+    offline teacher: it has half learned the format and none of the arithmetic, so RL has
+    room to raise the reward (the paper's SFT-then-RL order, in miniature)."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from actors.learner import LearnerGroup
+    from r1ci.config import load_config
+    from r1ci.sandbox import Executor
+    from r1ci.synthesis import ScriptedTeacher, to_trajectory
+    from r1ci.tasks import generate_instances, get_task
+
+    cfg = load_config(None, ["learner.lr=3e-3", "learner.num_cpus=0.25", "learner.micro_batch_size=16",
+                             "algorithm.kl_coef=0", "synthesis.self_correction_fraction=0"])
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    task = get_task("toy_run_expression")
+    with Executor(cfg.sandbox) as executor:
+        teacher = ScriptedTeacher(executor, cfg)
+        trajs = [to_trajectory(tok, inst, "agent", teacher.episode(task, inst, "agent"), cfg)
+                 for inst in generate_instances(task.name, 99, 200)]  # seed 99: not the RL instances
+    group = LearnerGroup.create(cfg, tiny_model_dir)
+    rng = random.Random(0)
+    try:
+        for _ in range(40):
+            group.sft_step(rng.sample(trajs, 16))
+        out = tmp_path_factory.mktemp("warm") / "model"
+        group.save_hf(str(out))
+    finally:
+        group.shutdown()
+    return str(out)
+
+
+@pytest.mark.slow
+def test_rl_raises_the_reward_of_a_warm_started_tiny_model(warm_started_tiny_model, tmp_path):
+    out = tmp_path / "learn"
+    overrides = tiny_overrides(warm_started_tiny_model, out, steps=12, **{
+        "tasks.train": "[toy_run_expression]", "tasks.instances_per_task": 200, "learner.lr": 1e-3,
+        "learner.micro_batch_size": 16, "algorithm.kl_coef": 0, "algorithm.group_size": 8,
+        "run.prompts_per_step": 8, "sampling.max_tokens_per_turn": 40, "sampling.max_total_tokens": 120,
+        "run.checkpoint_every": 100,
+    })
+    assert rl.main(["--config", str(ROOT / "configs/demo.yaml"), *overrides]) == 0
+    rewards = [r["reward/mean"] for r in read_metrics(out)]
+    print("mean reward per step:", [round(r, 3) for r in rewards])
+    first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
+    assert last > first + 0.08, rewards
