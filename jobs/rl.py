@@ -102,19 +102,33 @@ class RLJob:
             log.info("resumed from %s (step %d)", ckpt, self.start_step)
         self.logger = MetricsLogger(self.out)
 
-    def requests(self, sample_ids: list[str], step: int) -> list[RolloutRequest]:
-        """G rollouts per sample; seeds depend only on (run seed, step, sample, g) so resume repeats them."""
+    def requests(self, sample_ids: list[str], step: int, round_: int = 0) -> list[RolloutRequest]:
+        """G rollouts per sample; seeds depend only on (run seed, step, round, position, g) so resume repeats them."""
         s = self.cfg.sampling
         out = []
-        for sid in sample_ids:
+        for k, sid in enumerate(sample_ids):
+            group = f"{step}:{round_}:{k}:{sid}"  # a sample drawn twice in a step forms two groups
             for g in range(self.cfg.algorithm.group_size):
-                seed = zlib.crc32(f"{self.cfg.run.seed}/{step}/{sid}/{g}".encode())
                 sampling = Sampling(
                     temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens_per_turn,
-                    stop=tuple(stop_strings(self.cfg.protocol)), seed=seed,
+                    stop=tuple(stop_strings(self.cfg.protocol)), seed=zlib.crc32(f"{self.cfg.run.seed}/{group}/{g}".encode()),
                 )
-                out.append(RolloutRequest(self.samples[sid], f"{step}:{sid}", self.cfg.tasks.prompt_style, sampling))
+                out.append(RolloutRequest(self.samples[sid], group, self.cfg.tasks.prompt_style, sampling))
         return out
+
+    def rollout_and_score(self, sample_ids: list[str], step: int, round_: int) -> list[Trajectory]:
+        """Steps 2 and 3 for some prompts: rollouts, rewards, and the coordinator told the
+        outcomes; returns the trajectories of the groups worth training on (all of them,
+        or with `curriculum.drop_uniform_groups` those whose rewards differ)."""
+        trajs = self.generators.rollout(self.requests(sample_ids, step, round_), self.version)
+        for traj in trajs:
+            inst = self.samples[traj.sample_id]
+            rewards.assign(traj, rewards.score(traj, get_task(traj.task), inst, self.cfg.reward, self.cfg.protocol))
+        results: dict[str, list[float]] = {}
+        for traj in trajs:
+            results.setdefault(traj.sample_id, []).append(float(traj.correct))
+        keep = set(ray.get(self.coordinator.report.remote(results), timeout=60))
+        return [t for t in trajs if t.sample_id in keep]
 
     def step(self, step: int) -> dict[str, float]:
         t: dict[str, float] = {}
@@ -122,13 +136,19 @@ class RLJob:
         with timed(t, "coordinator"):
             sample_ids = ray.get(self.coordinator.next_batch.remote(self.cfg.run.prompts_per_step), timeout=60)
         # 2. Generators run G multi-turn rollouts per prompt; code runs in the executor pool.
+        # 3. Each is scored (task verifier + format and turn terms); the coordinator gets the
+        #    per-sample outcomes and may drop groups whose rewards all agree, to be refilled.
         with timed(t, "generation"):
-            trajs: list[Trajectory] = self.generators.rollout(self.requests(sample_ids, step), self.version)
-        # 3. Score: task verifier plus format and turn-count terms.
-        with timed(t, "reward"):
-            for traj in trajs:
-                inst = self.samples[traj.sample_id]
-                rewards.assign(traj, rewards.score(traj, get_task(traj.task), inst, self.cfg.reward, self.cfg.protocol))
+            trajs = self.rollout_and_score(sample_ids, step, 0)
+            for round_ in range(1, self.cfg.curriculum.max_refill_rounds + 1):
+                missing = self.cfg.run.prompts_per_step - len({x.group_id for x in trajs})
+                if missing <= 0 or not self.cfg.curriculum.drop_uniform_groups:
+                    break
+                refill = ray.get(self.coordinator.refill.remote(missing), timeout=60)
+                trajs += self.rollout_and_score(refill, step, round_)
+        if not trajs:
+            log.warning("step %d: every group's rewards agreed; nothing to train on", step)
+            return {}
         # 4. The learner computes advantages and takes its optimizer step(s).
         with timed(t, "learner"):
             try:
@@ -139,11 +159,7 @@ class RLJob:
         with timed(t, "sync"):
             self.version += 1
             self.generators.load_weights(self.learners.publish_weights(self.version), self.version)
-        # 6. The coordinator gets per-sample results (correctness, for pass rates); metrics are logged.
-        results: dict[str, list[float]] = {}
-        for traj in trajs:
-            results.setdefault(traj.sample_id, []).append(float(traj.correct))
-        ray.get(self.coordinator.report.remote(results), timeout=60)
+        # 6. The step's metrics are logged (the coordinator already has the outcomes).
         stage = ray.get(self.coordinator.stage_info.remote(), timeout=60)
         gen_stats = self.generators.stats()
         metrics = {
@@ -184,9 +200,11 @@ class RLJob:
                     last = checkpoint.latest(self.out)
                     where = f"resume from {last} with --resume" if last else "no checkpoint was written yet"
                     raise SystemExit(f"learner failed at step {step}: {exc}. {where}") from None
-                history.append(m)
-                bar.update(task, advance=1, info=f"reward {m['reward/mean']:.3f} acc {m['accuracy/mean']:.2f} "
-                           f"stage {m['curriculum/stage']:.0f}")
+                if m:
+                    history.append(m)
+                    bar.update(task, info=f"reward {m['reward/mean']:.3f} acc {m['accuracy/mean']:.2f} "
+                               f"stage {m['curriculum/stage']:.0f}")
+                bar.update(task, advance=1)
                 done = step + 1
                 if done % self.cfg.run.checkpoint_every == 0 or done == steps:
                     self.save(done)

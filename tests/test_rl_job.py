@@ -222,3 +222,16 @@ def test_rl_raises_the_reward_of_a_warm_started_tiny_model(warm_started_tiny_mod
     print("mean reward per step:", [round(r, 3) for r in rewards])
     first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
     assert last > first + 0.08, rewards
+
+
+@pytest.mark.slow
+def test_groups_whose_rewards_all_agree_are_dropped_and_refilled(ray_cluster, tiny_model_dir, tmp_path, caplog):
+    # The untrained tiny model answers nothing right: every group agrees, every refill too,
+    # so the step trains on nothing and says so instead of wasting an update.
+    out = tmp_path / "dapo"
+    overrides = tiny_overrides(tiny_model_dir, out, steps=1, **{
+        "curriculum.drop_uniform_groups": "true", "curriculum.max_refill_rounds": 1})
+    with caplog.at_level("WARNING", logger="r1ci.rl"):
+        assert rl.main(["--config", str(ROOT / "configs/demo.yaml"), *overrides]) == 0
+    assert "every group's rewards agreed" in caplog.text
+    assert read_metrics(out) == []
