@@ -27,7 +27,7 @@ from r1ci import protocol
 from r1ci.config import Config
 from r1ci.engines import Completion, Sampling, make_engine
 from r1ci.models import resolve_model
-from r1ci.rollout import RolloutRequest, rollout_batch
+from r1ci.rollout import EXECUTOR_FAILURES, RolloutRequest, rollout_batch
 from r1ci.tasks.base import Instance
 
 
@@ -63,6 +63,8 @@ class TurnBarrier:
 
     async def arun(self, code: str, timeout: float | None = None):
         result = await self.executor.arun(code, timeout)
+        if result.killed_reason in EXECUTOR_FAILURES:  # this trajectory stops here: release the others
+            await self.barrier.abort()
         await self.barrier.wait()
         return result
 
@@ -111,7 +113,6 @@ def bench_backend(backend: str, model_dir: str, args) -> list[dict]:
     cfg.generator.max_model_len = 2048
     cfg.sandbox.workers = args.trajectories
     cfg.sandbox.timeout_s = 5.0  # planned calls take <= 2 s; a lost call costs seconds, not a minute
-    cfg.sandbox.preload, cfg.sandbox.warm_up = ["time"], ""  # the snippets only sleep: a light interpreter forks fast on 2 busy cores
     cfg.generator.exec_grace_s = 3600.0  # the baseline's barrier waits inside the executor call: no hang guard here
     cfg.sampling.max_total_tokens = 2048
     engine = make_engine(cfg, model_dir)
