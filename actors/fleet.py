@@ -75,5 +75,10 @@ class GeneratorFleet:
         return {"tokens_per_s": sum(s.get("tokens_per_s", 0.0) for s in per)}
 
     def shutdown(self) -> None:
+        """Stop each engine's own processes (vLLM's engine core and workers), then the actors."""
+        try:
+            ray.get([a.shutdown.remote() for a in self.actors], timeout=60)
+        except ray.exceptions.RayError:  # a dead generator has nothing left to stop
+            pass
         for a in self.actors:
             ray.kill(a)

@@ -23,7 +23,6 @@ import random
 import statistics
 import time
 
-from r1ci import protocol
 from r1ci.config import Config
 from r1ci.engines import Completion, Sampling, make_engine
 from r1ci.models import resolve_model

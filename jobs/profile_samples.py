@@ -13,15 +13,12 @@ chunks land in `<output>.parts/`, so an interrupted run resumes; the merged Parq
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
-import sys
 import zlib
 from pathlib import Path
 
-from r1ci.config import Config, ConfigError, add_cli, from_cli
+from r1ci.config import Config, job_main
 from r1ci.curriculum import improvement_potential, partition_stages, potential_rows, write_potentials
 from r1ci.models import resolve_model
 from r1ci.rollout import RolloutRequest, sampling_from_config
@@ -126,16 +123,8 @@ def run_profile(cfg: Config, show_progress: bool = True) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_cli(parser)
-    try:
-        cfg = from_cli(parser.parse_args())
-        summary = run_profile(cfg, show_progress=sys.stderr.isatty())
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"profile: {exc}") from None
-    print(json.dumps(summary))
+    job_main(__doc__, "profile", run_profile)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     main()

@@ -10,15 +10,13 @@ evaluates on held-out instances, logs to TensorBoard and metrics.jsonl under
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
 import random
-import sys
 from pathlib import Path
 
-from r1ci.config import Config, ConfigError, add_cli, from_cli
+from r1ci.config import Config, job_main
 from r1ci.metrics import MetricsLogger
 from r1ci.models import resolve_model
 from r1ci.sft import fit_length, load_trajectories, lr_at, plan_epoch, split_held_out
@@ -120,16 +118,8 @@ def run_sft(cfg: Config, show_progress: bool = True) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_cli(parser)
-    try:
-        cfg = from_cli(parser.parse_args())
-        summary = run_sft(cfg, show_progress=sys.stderr.isatty())
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"sft: {exc}") from None
-    print(json.dumps(summary))
+    job_main(__doc__, "sft", run_sft)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     main()

@@ -10,15 +10,13 @@ written as Parquet shards to `synthesis.output_dir`; rerunning resumes where it 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from r1ci.config import Config, ConfigError, add_cli, from_cli
+from r1ci.config import Config, ConfigError, job_main
 from r1ci.models import resolve_model
 from r1ci.synthesis import EndpointTeacher, GeneratorTeacher, ScriptedTeacher, ShardWriter, SynthesisRun
 from r1ci.tasks import generate_instances, get_task, resolve_task_names
@@ -84,16 +82,8 @@ def synthesize(cfg: Config, show_progress: bool = True) -> dict[str, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_cli(parser)
-    try:
-        cfg = from_cli(parser.parse_args())
-        counts = synthesize(cfg, show_progress=sys.stderr.isatty())
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"synthesize: {exc}") from None
-    print(json.dumps(counts))
+    job_main(__doc__, "synthesize", synthesize)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     main()

@@ -449,3 +449,22 @@ def from_cli(args: Any) -> Config:
             print(f"{key} = {value!r}\n    {text}")
         raise SystemExit(0)
     return load_config(args.config, args.overrides)
+
+
+def job_main(doc: str, name: str, work: Any) -> None:
+    """Entry point shared by the data-stage jobs: parse `--config` and overrides, run
+    `work(cfg, show_progress=...)`, print its JSON summary; a user error is one line."""
+    import argparse
+    import json
+    import logging
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_cli(parser)
+    try:
+        cfg = from_cli(parser.parse_args())
+        summary = work(cfg, show_progress=sys.stderr.isatty())
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"{name}: {exc}") from None
+    print(json.dumps(summary))
