@@ -79,7 +79,7 @@ class RLJob:
         torch.manual_seed(cfg.run.seed)
         os.environ["R1CI_DATA_DIR"] = os.path.expanduser(cfg.model.data_dir)  # where BBH data lives
         self.samples = training_samples(cfg)
-        self.family_of = {t.name: t.family for t in list_tasks()}
+        self.family_of = {name: get_task(name).family for name in {i.task for i in self.samples.values()}}
         model_dir = resolve_model(cfg.model.path, cfg.model.data_dir)
         pass_rates = read_pass_rates(cfg.curriculum.potentials) if cfg.curriculum.potentials else None
 
