@@ -43,12 +43,20 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float =
 KL_ESTIMATORS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {}
 
 
-def register_kl(name: str):
-    def deco(fn):
-        KL_ESTIMATORS[name] = fn
-        return fn
+def _registrar(table: dict):
+    """A decorator factory that files functions in `table` under a name."""
 
-    return deco
+    def register(name: str):
+        def deco(fn):
+            table[name] = fn
+            return fn
+
+        return deco
+
+    return register
+
+
+register_kl = _registrar(KL_ESTIMATORS)
 
 
 @register_kl("k1")
@@ -236,12 +244,7 @@ def gae_advantages(
 LOSS_AGGREGATIONS: dict[str, Callable[[Tensor, Tensor, float], Tensor]] = {}
 
 
-def register_loss_agg(name: str):
-    def deco(fn):
-        LOSS_AGGREGATIONS[name] = fn
-        return fn
-
-    return deco
+register_loss_agg = _registrar(LOSS_AGGREGATIONS)
 
 
 @register_loss_agg("token_mean")
