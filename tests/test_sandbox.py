@@ -290,3 +290,16 @@ def test_run_code_uses_a_shared_warm_executor():
     start = time.monotonic()
     second = run_code("print(2)")
     assert first.stdout == "1\n" and second.stdout == "2\n" and time.monotonic() - start < 2
+
+
+def test_interpreter_paths_under_tmp_stay_visible_inside_the_private_tmp(tmp_path):
+    # A CI clone (and its .venv) under /tmp would otherwise vanish behind bwrap's --tmpfs /tmp.
+    from r1ci.config import SandboxConfig
+    from r1ci.sandbox.executor import bwrap_argv
+
+    venv = tmp_path / "clone" / ".venv"
+    venv.mkdir(parents=True)
+    argv = bwrap_argv(SandboxConfig(), [str(tmp_path / "clone"), str(venv), "/usr/lib"])
+    binds = [argv[i + 1] for i, a in enumerate(argv) if a == "--ro-bind"]
+    assert str(tmp_path / "clone") in binds and str(venv) not in binds  # the outermost path covers the venv
+    assert argv.index("--tmpfs") < argv.index(str(tmp_path / "clone"))

@@ -77,13 +77,20 @@ def bwrap_argv(cfg: SandboxConfig, python_paths: list[str]) -> list[str]:
     the interpreter's own directories made reachable where an ancestor (like /root) is closed."""
     argv = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--die-with-parent",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--size", str(cfg.tmp_mb << 20), "--tmpfs", "/tmp"]
-    for top, paths in hidden_paths(python_paths).items():
-        argv += ["--perms", "0755", "--tmpfs", top]
+    def bind_back(top: str, paths: list[str]) -> None:
         for p in paths:
             for d in reversed(Path(p).parents):  # bwrap would create these 0700
                 if str(d).startswith(top + "/"):
-                    argv += ["--perms", "0755", "--dir", str(d)]
-            argv += ["--ro-bind", p, p]
+                    argv.extend(["--perms", "0755", "--dir", str(d)])
+            argv.extend(["--ro-bind", p, p])
+
+    # A virtualenv or checkout under /tmp (CI clones often live there) is hidden by the
+    # private /tmp: bind the outermost such paths back, read-only.
+    in_tmp = sorted({p for p in python_paths if p.startswith("/tmp/") and os.path.exists(p)})
+    bind_back("/tmp", [p for p in in_tmp if not any(p.startswith(q + "/") for q in in_tmp)])
+    for top, paths in hidden_paths(python_paths).items():
+        argv += ["--perms", "0755", "--tmpfs", top]
+        bind_back(top, paths)
     return argv + ["--"]
 
 
