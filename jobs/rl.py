@@ -30,11 +30,9 @@ from actors.learner import LearnerGroup
 from actors.runtime import init_ray
 from r1ci import checkpoint, rewards
 from r1ci.config import Config, ConfigError, add_cli, from_cli, to_dict
-from r1ci.engines.base import Sampling
 from r1ci.metrics import MetricsLogger, group_pass_rates, rollout_metrics
 from r1ci.models import resolve_model
-from r1ci.protocol import stop_strings
-from r1ci.rollout import RolloutRequest
+from r1ci.rollout import RolloutRequest, sampling_from_config
 from r1ci.tasks import generate_instances, get_task, list_tasks, resolve_task_names
 from r1ci.tasks.base import Instance
 from r1ci.curriculum import read_pass_rates
@@ -104,15 +102,11 @@ class RLJob:
 
     def requests(self, sample_ids: list[str], step: int, round_: int = 0) -> list[RolloutRequest]:
         """G rollouts per sample; seeds depend only on (run seed, step, round, position, g) so resume repeats them."""
-        s = self.cfg.sampling
         out = []
         for k, sid in enumerate(sample_ids):
             group = f"{step}:{round_}:{k}:{sid}"  # a sample drawn twice in a step forms two groups
             for g in range(self.cfg.algorithm.group_size):
-                sampling = Sampling(
-                    temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens_per_turn,
-                    stop=tuple(stop_strings(self.cfg.protocol)), seed=zlib.crc32(f"{self.cfg.run.seed}/{group}/{g}".encode()),
-                )
+                sampling = sampling_from_config(self.cfg, seed=zlib.crc32(f"{self.cfg.run.seed}/{group}/{g}".encode()))
                 out.append(RolloutRequest(self.samples[sid], group, self.cfg.tasks.prompt_style, sampling))
         return out
 
