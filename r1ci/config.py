@@ -60,6 +60,7 @@ class SandboxConfig:
     preload: list = knob(["math", "itertools", "collections", "functools", "re", "json", "random", "fractions", "heapq", "numpy", "sympy"], "Modules the warm interpreter imports once so snippets start fast.")
     workers: int = knob(2, "Snippets one executor runs at the same time.")
     spares: int = knob(2, "Children the fork server keeps forked and warmed ahead of requests (at most workers); more cost memory, fewer cost latency under bursts.")
+    cpus: list = knob([], "CPU ids the fork server and every run are pinned to (empty: any); keeps code calls off the cores a generator decodes on, so neither waits on the other.")
     output_kill_mb: int = knob(64, "Output of one run (both streams) beyond which it is killed with killed_reason output_limit, MiB.")
     tmp_mb: int = knob(512, "Size of the private /tmp (tmpfs) that holds the runs' working dirs under bwrap, MiB.")
     grace_s: float = knob(10.0, "Extra wall time past the timeout before a silent fork server is declared hung and restarted, seconds.")
@@ -365,6 +366,8 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key}: need one or more of text, code, agent, guided, got {get_key(cfg, key)}")
     if len(cfg.profile.temperatures) != cfg.profile.samples_per_style:
         raise ConfigError(f"profile.temperatures: need one temperature per sample ({cfg.profile.samples_per_style}), got {cfg.profile.temperatures}")
+    if any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in cfg.sandbox.cpus):
+        raise ConfigError(f"sandbox.cpus: need CPU ids (integers >= 0), got {cfg.sandbox.cpus}")
     if not 0.0 <= cfg.sft.eval_fraction < 1.0:
         raise ConfigError(f"sft.eval_fraction: must be in [0, 1), got {cfg.sft.eval_fraction}")
     return cfg

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from r1ci.config import SandboxConfig
+from r1ci.config import ConfigError, SandboxConfig, load_config
 from r1ci.sandbox import Executor, run_code
-from r1ci.sandbox.executor import available
+from r1ci.sandbox.executor import SandboxError, available
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +294,7 @@ def test_run_code_uses_a_shared_warm_executor():
 
 def test_interpreter_paths_under_tmp_stay_visible_inside_the_private_tmp(tmp_path):
     # A CI clone (and its .venv) under /tmp would otherwise vanish behind bwrap's --tmpfs /tmp.
-    from r1ci.config import SandboxConfig
+    from r1ci.config import ConfigError, SandboxConfig, load_config
     from r1ci.sandbox.executor import bwrap_argv
 
     venv = tmp_path / "clone" / ".venv"
@@ -303,3 +303,24 @@ def test_interpreter_paths_under_tmp_stay_visible_inside_the_private_tmp(tmp_pat
     binds = [i for i, a in enumerate(argv) if a == "--ro-bind" and argv[i + 1] == str(tmp_path / "clone")]
     private_tmp = next(i for i, a in enumerate(argv) if a == "--tmpfs" and argv[i + 1] == "/tmp")
     assert binds and binds[0] > private_tmp  # bound back after /tmp is made private; it covers the venv
+
+
+def test_runs_stay_on_the_cpus_the_sandbox_is_pinned_to():
+    before = os.sched_getaffinity(0)
+    ex = Executor(SandboxConfig(cpus=[0], workers=1, spares=1))
+    try:
+        result = ex.run("import os\nprint(sorted(os.sched_getaffinity(0)))")
+    finally:
+        ex.close()
+    assert result.stdout.strip() == "[0]"
+    assert os.sched_getaffinity(0) == before  # the caller keeps its CPUs
+
+
+def test_pinning_to_a_cpu_the_host_lacks_is_a_clear_error():
+    with pytest.raises(SandboxError, match=r"sandbox.cpus=\[4096\]: cannot run there .* this host has CPUs 0-"):
+        Executor(SandboxConfig(cpus=[4096]))
+
+
+def test_sandbox_cpus_must_be_cpu_ids():
+    with pytest.raises(ConfigError, match="sandbox.cpus"):
+        load_config(overrides=["sandbox.cpus=[-1]"])
