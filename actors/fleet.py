@@ -8,6 +8,7 @@ so stale weights are never trained on silently.
 from __future__ import annotations
 
 import logging
+from typing import Iterable
 
 import ray
 
@@ -66,9 +67,17 @@ class GeneratorFleet:
             raise StaleWeights(f"{len(stale)} trajectories were sampled with old weights (expected version {version})")
         return out
 
-    def load_weights(self, refs: list, version: int) -> None:
+    def load_weights(self, bucket_refs: Iterable[ray.ObjectRef], version: int) -> None:
+        """Every generator loads each bucket of the sync as soon as it is published (so loading
+        overlaps the learner's export); returns once all of them serve `version`."""
+        refs, loads = [], []
+        for ref in bucket_refs:
+            refs.append(ref)
+            loads += [a.load_bucket.remote(ref) for a in self.actors]
         self.weights = (refs, version)
-        ray.get([a.load_weights.remote(refs, version) for a in self.actors], timeout=self.timeout_s)
+        served = ray.get(loads, timeout=self.timeout_s)[-len(self.actors):]
+        if any(v != version for v in served):
+            raise StaleWeights(f"after the sync of version {version} the generators serve versions {served}")
 
     def stats(self) -> dict[str, float]:
         per = ray.get([a.stats.remote() for a in self.actors], timeout=60)

@@ -16,6 +16,7 @@ import ray
 from r1ci.config import Config, from_dict, to_dict
 from r1ci.rollout import CodeExecutor, RolloutRequest, rollout_batch
 from r1ci.trajectory import Trajectory
+from r1ci.weight_sync import MIXED_WEIGHTS, Bucket, WeightSyncError, check_complete, unpack_bucket
 
 
 @ray.remote
@@ -33,6 +34,8 @@ class GeneratorActor:
         self.executor = executor
         self.engine = make_engine(self.cfg, model_dir)
         self.version = 0
+        self._incoming: tuple[int | None, set[int]] = (None, set())  # (version, bucket indices) of a sync in progress
+        self._sync_lock = asyncio.Lock()
         self._trajectories = 0
         self._turns = 0
         self._code_calls = 0
@@ -59,14 +62,33 @@ class GeneratorActor:
         self._code_wait_s += sum(t.code_wait_s for t in trajs)
         return trajs
 
-    async def load_weights(self, bucket_refs: list, version: int) -> int:
-        """Load one weight sync: ObjectRefs of its `r1ci.weight_sync` buckets, checked complete and of `version`."""
-        from r1ci.weight_sync import iter_weights
+    async def load_bucket(self, bucket: Bucket) -> int:
+        """Load one bucket of a weight sync the moment it arrives (Ray resolves the ref, zero-copy
+        on the same node); returns the version served afterwards. Between the first and the
+        last bucket of a sync the weights are mixed, so the version is MIXED_WEIGHTS and any
+        trajectory sampled meanwhile is refused as stale."""
+        async with self._sync_lock:
+            version, seen = self._incoming
+            if bucket.version != version:  # a new sync; an unfinished older one is abandoned
+                version, seen = bucket.version, set()
+            if bucket.index in seen:
+                raise WeightSyncError(f"weights version {version}: bucket {bucket.index} arrived twice")
+            seen.add(bucket.index)
+            final = len(seen) == bucket.count
+            self._incoming = (version, seen)
+            self.version = MIXED_WEIGHTS
+            await self.engine.load_weights(unpack_bucket(bucket), version, final=final)
+            if final:
+                self.version, self._incoming = version, (None, set())
+            return self.version
 
-        buckets = await asyncio.gather(*bucket_refs)
-        await self.engine.load_weights(iter_weights(list(buckets), version), version)
-        self.version = version
-        return version
+    async def load_weights(self, bucket_refs: list, version: int) -> int:
+        """Load a whole sync (a restarted generator catching up): ObjectRefs of its buckets."""
+        buckets = list(await asyncio.gather(*bucket_refs))
+        check_complete(buckets, version)
+        for bucket in buckets:
+            await self.load_bucket(bucket)
+        return self.version
 
     def stats(self) -> dict:
         """Engine tokens/s and counters, rollout time, code wait and turns per trajectory, weight version."""

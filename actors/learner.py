@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Iterator, NoReturn
 
 import ray
 
@@ -53,9 +54,12 @@ class LearnerActor:
     def call(self, method: str, *args):
         return getattr(self.learner, method)(*args)
 
-    def publish(self, version: int) -> list:
-        """Rank 0 puts the weight buckets into the object store and returns their refs."""
-        return [ray.put(b) for b in self.learner.weight_buckets(version)]
+    def publish(self, version: int):
+        """Rank 0 yields the weight buckets one at a time (a Ray streaming generator: each lands
+        in the object store as it is yielded, so generators can load it while the next is put);
+        the other ranks take part in the ZeRO-3 gather and yield none."""
+        for bucket in self.learner.weight_buckets(version):
+            yield bucket
 
 
 class LearnerGroup:
@@ -98,12 +102,15 @@ class LearnerGroup:
                 ray.get(done[0])  # raises the rank's error
             return ray.get(refs)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            self.shutdown()
-            raise LearnerGroupError(
-                f"{who} failed during {what}: {first}. The learner group was shut down; "
-                f"resume the job from its last checkpoint (--resume)."
-            ) from exc
+            self._fail(exc, who, what)
+
+    def _fail(self, exc: Exception, who: str, what: str) -> NoReturn:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        self.shutdown()
+        raise LearnerGroupError(
+            f"{who} failed during {what}: {first}. The learner group was shut down; "
+            f"resume the job from its last checkpoint (--resume)."
+        ) from exc
 
     def _all(self, method: str, trajectories: list[Trajectory], divisible: bool) -> list:
         n = len(self.actors)
@@ -146,11 +153,24 @@ class LearnerGroup:
         per_rank = self._all("compute_logprobs", self._padded(trajectories), divisible=True)
         return [lp for shard in per_rank for lp in shard][: len(trajectories)]
 
-    def publish_weights(self, version: int) -> list:
+    def publish_weights(self, version: int) -> Iterator[ray.ObjectRef]:
         """Put the current weights into the object store once, as `learner.sync_bucket_mb` buckets
-        tagged `version`; returns their ObjectRefs (owned by rank 0). A generator does
-        `engine.load_weights(r1ci.weight_sync.iter_weights(ray.get(refs), version), version)`."""
-        return self._wait([a.publish.remote(version) for a in self.actors], "publish_weights")[0]
+        tagged `version`, yielding each bucket's ObjectRef (owned by rank 0) as soon as it is
+        put: a consumer that hands each on at once (`GeneratorFleet.load_weights`) overlaps the
+        generators' loading with the rest of the export."""
+        streams = [a.publish.remote(version) for a in self.actors]
+        try:
+            while True:
+                if not ray.wait([streams[0]], timeout=self.timeout_s)[0]:
+                    raise TimeoutError(f"no weight bucket within learner.timeout_s={self.timeout_s:g} s")
+                try:
+                    ref = next(streams[0])
+                except StopIteration:
+                    break
+                yield ref
+        except Exception as exc:
+            self._fail(exc, "learner rank 0", "publish_weights")
+        self._wait([s.completed() for s in streams], "publish_weights")  # every rank's part (ZeRO-3 gather) ended well
 
     def save(self, path: str) -> None:
         """Model, optimizer, scheduler and step of every rank under `path` (a shared filesystem

@@ -18,6 +18,9 @@ from typing import Iterable, Iterator, Mapping
 import numpy as np
 
 
+MIXED_WEIGHTS = -1  # the weight version a generator reports while a sync is half loaded
+
+
 class WeightSyncError(RuntimeError):
     """Buckets of one sync are missing, duplicated or from different versions."""
 

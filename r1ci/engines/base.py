@@ -52,10 +52,12 @@ class Engine(Protocol):
     async def generate(self, prompt_ids: list[int], sampling: Sampling) -> Completion:
         """Continue one token sequence; concurrent calls are batched by the engine."""
 
-    async def load_weights(self, weights: Iterable[tuple[str, np.ndarray]], version: int) -> None:
+    async def load_weights(self, weights: Iterable[tuple[str, np.ndarray]], version: int, final: bool = True) -> None:
         """Replace the model's weights (HF parameter names, numpy arrays) and record the version.
 
-        Async because vLLM's engine is: the weights reach its worker through an RPC."""
+        A sync may come in parts (one per weight bucket, as they arrive); the engine serves
+        `version` once the part marked `final` is in. Async because vLLM's engine is: the
+        weights reach its worker through an RPC."""
 
     def stats(self) -> EngineStats:
         """Counters since start: tokens, seconds, tokens/s, weight version."""

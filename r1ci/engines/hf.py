@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -240,18 +241,21 @@ class HFEngine:
         self._mask = mask[:, first:]
         self._cache = [(k[index, :, first:], v[index, :, first:]) for k, v in self._cache]
 
-    async def load_weights(self, weights: Iterable[tuple[str, np.ndarray]], version: int) -> None:
-        """Copy HF-named numpy arrays into the model in place (between decode steps)."""
+    async def load_weights(self, weights: Iterable[tuple[str, np.ndarray]], version: int, final: bool = True) -> None:
+        """Copy HF-named numpy arrays into the model in place (between decode steps), part by part."""
         await asyncio.to_thread(self._locked, self._copy_weights, list(weights))
-        self._stats.weight_version = version
+        if final:
+            self._stats.weight_version = version
 
     def _copy_weights(self, weights: list[tuple[str, np.ndarray]]) -> None:
         params = self.model.state_dict()  # tied weights appear under both names, sharing storage
         unknown = [name for name, _ in weights if name not in params]
         if unknown:
             raise KeyError(f"weights not in the model: {unknown[:5]} (names must be Hugging Face parameter names)")
-        for name, array in weights:
-            params[name].copy_(torch.from_numpy(np.asarray(array)).to(params[name].dtype))
+        with warnings.catch_warnings():  # read-only views into the object store: only read here
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            for name, array in weights:
+                params[name].copy_(torch.from_numpy(np.asarray(array)).to(params[name].dtype))
 
     def stats(self) -> EngineStats:
         self._stats.generate_seconds = self._clock.total()
