@@ -105,22 +105,34 @@ async def rollout(
     most the engine's `max_model_len`. Ends with a stop reason from `r1ci.trajectory`; engine
     and executor failures end the trajectory with STOP_ERROR and `error` set, never raise.
     """
-    pcfg = cfg.protocol
-    tokenizer = engine.tokenizer
     traj = Trajectory(
         task=instance.task,
         sample_id=instance.id,
         group_id=group_id,
-        prompt_ids=prompt_ids(tokenizer, instance.question, style, cfg),
+        prompt_ids=prompt_ids(engine.tokenizer, instance.question, style, cfg),
         prompt_style=style,
         weight_version=weight_version,
     )
+    return await rollout_from_prompt(engine, executor, traj, cfg, sampling, code_allowed=style != "text")
+
+
+async def rollout_from_prompt(
+    engine: Engine,
+    executor: CodeExecutor,
+    traj: Trajectory,
+    cfg: Config,
+    sampling: Sampling,
+    code_allowed: bool = True,
+) -> Trajectory:
+    """Run the multi-turn loop on `traj`, whose `prompt_ids` may come from any chat (the server's
+    requests), filling its response, turns, stop reason and answer; budgets as in `rollout`."""
+    pcfg = cfg.protocol
+    tokenizer = engine.tokenizer
     if len(traj.prompt_ids) >= engine.max_model_len:
         traj.stop_reason = STOP_PROMPT_TOO_LONG
         traj.error = f"prompt of {len(traj.prompt_ids)} tokens does not fit max_model_len {engine.max_model_len}"
         return traj
 
-    code_allowed = style != "text"
     last_turn = False  # after max_code_calls: one more turn, no execution
     turn_ids: list[int] = []
     calls = 0
