@@ -225,6 +225,21 @@ class ProfileConfig:
 
 
 @dataclass
+class ServeConfig:
+    host: str = knob("127.0.0.1", "Address the HTTP server binds; 0.0.0.0 exposes it to the network (there is no authentication).")
+    port: int = knob(8000, "HTTP port of the OpenAI-compatible API.")
+    route_prefix: str = knob("/", "URL path the application is mounted at ('/' or e.g. '/r1ci'); the API is under <prefix>/v1.")
+    app_name: str = knob("r1ci", "Ray Serve application name (what `serve status` shows and shutdown deletes).")
+    model_name: str = knob("r1ci", "Model id listed by /v1/models; requests must name it.")
+    num_replicas: int = knob(1, "Server replicas; each holds one engine and its own sandbox.")
+    num_cpus: float = knob(1.0, "CPUs Ray reserves per replica.")
+    num_gpus: float = knob(0.0, "GPUs Ray reserves per replica (1 on a GPU cluster).")
+    max_ongoing_requests: int = knob(16, "Requests one replica works on at once (the engine batches them); more wait in Serve's queue.")
+    max_n: int = knob(8, "Largest n (choices per request) a request may ask for.")
+    prompt_style: str = knob("agent", "System prompt put first when a request brings none: text, code, agent or guided (the protocol's prompt styles).")
+
+
+@dataclass
 class RunConfig:
     steps: int = knob(10, "RL steps to run.")
     prompts_per_step: int = knob(4, "Prompts per step; each is rolled out group_size times.")
@@ -252,6 +267,7 @@ class Config:
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -269,6 +285,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "synthesis.teacher": ("offline", "endpoint", "generator"),
     "synthesis.executor": ("local", "pool"),
     "sft.lr_schedule": ("constant", "linear", "cosine"),
+    "serve.prompt_style": ("text", "code", "agent", "guided"),
 }
 
 POSITIVE = {
@@ -281,7 +298,7 @@ POSITIVE = {
     "run.steps", "run.prompts_per_step", "run.checkpoint_every",
     "synthesis.instances_per_task", "synthesis.max_per_task", "synthesis.concurrency", "synthesis.shard_size",
     "synthesis.max_tokens", "sft.epochs", "sft.batch_size", "sft.lr", "sft.max_seq_len", "profile.samples_per_style",
-    "profile.chunk_size",
+    "profile.chunk_size", "serve.num_replicas", "serve.num_cpus", "serve.max_ongoing_requests", "serve.max_n",
 }
 
 
@@ -370,6 +387,13 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"sandbox.cpus: need CPU ids (integers >= 0), got {cfg.sandbox.cpus}")
     if not 0.0 <= cfg.sft.eval_fraction < 1.0:
         raise ConfigError(f"sft.eval_fraction: must be in [0, 1), got {cfg.sft.eval_fraction}")
+    if not 1 <= cfg.serve.port <= 65535:
+        raise ConfigError(f"serve.port: must be a TCP port in 1..65535, got {cfg.serve.port}")
+    prefix = cfg.serve.route_prefix
+    if not prefix.startswith("/") or (prefix != "/" and prefix.endswith("/")) or "{" in prefix or "}" in prefix:
+        raise ConfigError(f"serve.route_prefix: need '/' or a path like '/r1ci' (no trailing '/', no braces), got {prefix!r}")
+    if not cfg.serve.model_name.strip():
+        raise ConfigError("serve.model_name: must not be empty (it is the model id clients send)")
     return cfg
 
 
