@@ -149,7 +149,8 @@ class RLJob:
                 learner_metrics = self.learners.train_step(trajs)
             except ray.exceptions.RayError as exc:
                 raise LearnerDied(str(exc).splitlines()[0]) from exc
-        # 5. Weights go once into the object store (bucketed); every generator loads them.
+        # 5. Weights go once into the object store in buckets; every generator loads each bucket
+        #    as soon as it is put, and serves the new version once all are in.
         with timed(t, "sync"):
             self.version += 1
             self.generators.load_weights(self.learners.publish_weights(self.version), self.version)
