@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ap.add_argument("--config", default="configs/demo.yaml")
     ap.add_argument("--model", default="", help="start checkpoint (HF folder or 'smollm2'); empty: synthesize + SFT one")
+    ap.add_argument("--potentials", default="", help="pass rates from an earlier jobs/profile_samples.py run of --model on the same samples; empty: profile now")
     ap.add_argument("--tasks", default="toy_run_code,number_multiply,multistep_arithmetic_two", help="training tasks (comma-separated)")
     ap.add_argument("--eval-tasks", default="", help="evaluation tasks; empty: held-out instances of --tasks")
     ap.add_argument("--instances", type=int, default=16, help="training instances per task")
@@ -81,8 +82,11 @@ def main() -> None:
         model = str(work / "sft" / "final")
 
     potentials = work / "potentials.parquet"
-    seconds["profile"] = job("profile_samples", args.config, [*common, tasks, f"model.path={model}", f"tasks.instances_per_task={args.instances}",
-                             f"profile.output={potentials}"], work / "profile.log")
+    if args.potentials:  # profiled before, from the same start checkpoint and samples
+        shutil.copy(args.potentials, potentials)
+    else:
+        seconds["profile"] = job("profile_samples", args.config, [*common, tasks, f"model.path={model}", f"tasks.instances_per_task={args.instances}",
+                                 f"profile.output={potentials}"], work / "profile.log")
 
     eval_seed = 1000 + args.seed
     temps = [0.6] * args.eval_samples
