@@ -178,10 +178,6 @@ def choice(index: int, traj: Trajectory) -> dict:
     }
 
 
-def error_body(message: str, type: str = "server_error", status: int = 500) -> tuple[int, dict]:
-    return status, {"error": {"message": message, "type": type, "param": None, "code": None}}
-
-
 class ChatService:
     """The server's work for one replica: an engine, a code executor and the config."""
 
@@ -248,7 +244,8 @@ class ChatService:
             return exc.status, exc.body()
         except Exception as exc:  # the client gets one line, the replica's log the traceback
             log.exception("chat completion failed")
-            return error_body(f"the server failed to complete the request: {exc}")
+            err = RequestError(f"the server failed to complete the request: {exc}", status=500, type="server_error")
+            return err.status, err.body()
 
     def close(self) -> None:
         self.engine.shutdown()
