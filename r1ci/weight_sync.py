@@ -5,8 +5,9 @@ tensor (thousands of small transfers) nor one for the whole model (nothing overl
 huge allocation). A `Bucket` holds numpy views of the tensors; `ray.put` writes them back
 to back into one contiguous object-store buffer (the only copy on the learner side;
 packing into a staging array first would add a second), and on the generator side
-`unpack_bucket` returns read-only views into that shared buffer, so the engine's own copy
-into its parameters is the only copy there. Every bucket carries the weights version, so
+`unpack_bucket` returns read-only views into that shared buffer: the hf engine makes them
+its parameters (no copy at all), vLLM hands them to its worker processes through one
+shared-memory file. Every bucket carries the weights version, so
 a generator can refuse a mixed or incomplete set instead of serving stale weights.
 """
 

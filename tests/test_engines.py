@@ -122,6 +122,26 @@ def test_hf_engine_load_weights_changes_outputs(hf_engine, reference_model):
     check_weight_loading(hf_engine, reference_model)
 
 
+def test_hf_engine_shares_read_only_weights_and_copies_writable_ones(hf_engine, reference_model):
+    """Read-only arrays (object-store buffers) become the parameters without a copy; a later
+    writable array is copied into fresh memory, never written into the shared buffer."""
+    engine, name = hf_engine, "model.embed_tokens.weight"
+    original = reference_model.state_dict()[name].detach().numpy().copy()
+    shared = original + 1.0
+    shared.flags.writeable = False
+    asyncio.run(engine.load_weights([(name, shared)], version=5))
+    param = engine.model.get_parameter(name)
+    assert param.data_ptr() == shared.ctypes.data
+    assert engine.model.get_output_embeddings().weight.data_ptr() == shared.ctypes.data  # tied: one parameter
+    asyncio.run(engine.load_weights([(name, original)], version=6))
+    assert param.data_ptr() not in (shared.ctypes.data, original.ctypes.data)
+    np.testing.assert_array_equal(shared, original + 1.0)  # the shared buffer was left alone
+    np.testing.assert_array_equal(param.detach().numpy(), original)
+    with pytest.raises(ValueError, match="shape"):
+        asyncio.run(engine.load_weights([(name, original[:, :4])], version=7))
+    assert engine.stats().weight_version == 6
+
+
 def test_hf_requests_join_and_leave_the_running_batch(hf_engine, reference_model):
     tok = hf_engine.tokenizer
     long_prompt, short_prompt = chat_ids(tok, QUESTIONS[2]), chat_ids(tok, QUESTIONS[0])

@@ -78,6 +78,7 @@ class HFEngine:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
         self._seeds = torch.Generator().manual_seed(cfg.run.seed)
+        self._shared: set[int] = set()  # ids of parameters that are read-only object-store buffers (_set_weights)
         self._lock = threading.Lock()  # a forward pass and a weight load never overlap
         self._pending: list[_Request] = []
         self._rows: list[_Request] = []
@@ -242,20 +243,35 @@ class HFEngine:
         self._cache = [(k[index, :, first:], v[index, :, first:]) for k, v in self._cache]
 
     async def load_weights(self, weights: Iterable[tuple[str, np.ndarray]], version: int, final: bool = True) -> None:
-        """Copy HF-named numpy arrays into the model in place (between decode steps), part by part."""
-        await asyncio.to_thread(self._locked, self._copy_weights, list(weights))
+        """Put HF-named numpy arrays into the model (between decode steps), part by part."""
+        await asyncio.to_thread(self._locked, self._set_weights, list(weights))
         if final:
             self._stats.weight_version = version
 
-    def _copy_weights(self, weights: list[tuple[str, np.ndarray]]) -> None:
-        params = self.model.state_dict()  # tied weights appear under both names, sharing storage
+    def _set_weights(self, weights: list[tuple[str, np.ndarray]]) -> None:
+        """A read-only array (an immutable object-store buffer, as `ray.get` maps it) of the
+        parameter's dtype becomes the parameter itself: no copy, and every generator on a node
+        shares one copy of the weights; the buffer stays pinned while the model uses it.
+        Writable arrays (the caller may change them later) and other dtypes are copied."""
+        params = dict(self.model.named_parameters(remove_duplicate=False))  # tied weights: one Parameter, two names
         unknown = [name for name, _ in weights if name not in params]
         if unknown:
             raise KeyError(f"weights not in the model: {unknown[:5]} (names must be Hugging Face parameter names)")
-        with warnings.catch_warnings():  # read-only views into the object store: only read here
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            for name, array in weights:
-                params[name].copy_(torch.from_numpy(np.asarray(array)).to(params[name].dtype))
+        for name, array in weights:
+            param, array = params[name], np.asarray(array)
+            if tuple(array.shape) != tuple(param.shape):
+                raise ValueError(f"weight {name}: shape {tuple(array.shape)}, the model's is {tuple(param.shape)}")
+            with warnings.catch_warnings():  # a read-only view: the model only ever reads it
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                tensor = torch.from_numpy(array)
+            if not array.flags.writeable and array.flags.c_contiguous and tensor.dtype == param.dtype and param.device.type == "cpu":
+                param.data = tensor
+                self._shared.add(id(param))
+            elif id(param) in self._shared:  # never write into a shared buffer: take a private copy again
+                param.data = tensor.to(device=param.device, dtype=param.dtype, copy=True)
+                self._shared.discard(id(param))
+            else:
+                param.data.copy_(tensor)
 
     def stats(self) -> EngineStats:
         self._stats.generate_seconds = self._clock.total()
