@@ -10,9 +10,13 @@ Two measurements per model, each timed sync paired with a memcpy pass just befor
   `pipelined` hands each bucket on as soon as it is put.
 - `job_<backend>`: the sync phase of `jobs/rl.py` itself: a real DeepSpeed learner actor
   streams its buckets (`LearnerGroup.publish_weights`) and a real generator actor loads
-  each into its engine as it arrives (`GeneratorFleet.load_weights`). vLLM on CPU can only
-  reload a whole model and repacks every linear layer for oneDNN when it does, so its rate
-  is bounded by that, not by the transfer.
+  each into its engine as it arrives (`GeneratorFleet.load_weights`). The hf engine takes
+  the read-only object-store buffers as its parameters (no copy on the generator side), so
+  the put is the sync's one copy. vLLM on CPU can only reload a whole model, in its own
+  worker process, and repacks every linear layer for oneDNN when it does, so its rate is
+  bounded by that, not by the transfer.
+- `actor_call_s`: one empty actor call's round trip, the fixed cost that bounds a small
+  model's rate (the tiny model's sync is a chain of a few such calls).
 The baseline copies the same arrays into preallocated arrays in one process. Seconds are
 medians of --repeats syncs after --warmup untimed ones; fraction_of_memcpy is the median of
 the paired ratios (the cold first transport sync is reported apart).
@@ -78,6 +82,9 @@ class Receiver:
     def load_refs(self, refs: list) -> int:
         return self.load(*ray.get(refs, timeout=600))
 
+    def ping(self) -> None:
+        pass
+
     def checksum(self) -> float:
         return float(sum(p.double().sum() for p in self.params.values()))
 
@@ -96,6 +103,16 @@ class Memcpy:
         for d, (_, a) in zip(self.dst, self.arrays):
             np.copyto(d, a)
         return time.perf_counter() - t0
+
+
+def actor_call_seconds(actor, calls: int = 50) -> float:
+    """Median round trip of an empty actor call from this driver."""
+    seconds = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        ray.get(actor.ping.remote(), timeout=60)
+        seconds.append(time.perf_counter() - t0)
+    return float(np.median(seconds))
 
 
 def sync_once(arrays, receiver, bucket_mb: float, version: int, pipelined: bool) -> float:
@@ -120,7 +137,8 @@ def run(name: str, data_dir: str, bucket_mb: float, repeats: int, warmup: int, b
     ray.get(receiver.checksum.remote(), timeout=300)
     memcpy = Memcpy(arrays)
     out = {"model": name, "source": source, "bytes": nbytes, "tensors": len(arrays),
-           "buckets": len(pack_buckets(arrays, bucket_mb)), "bucket_mb": bucket_mb}
+           "buckets": len(pack_buckets(arrays, bucket_mb)), "bucket_mb": bucket_mb,
+           "actor_call_s": actor_call_seconds(receiver)}
     # The first syncs fault in fresh object-store pages (~16k minor faults per 64 MiB, on both
     # sides) until the store's allocator reuses freed space: the cold first sync is reported
     # apart, and each mode is timed after `warmup` untimed syncs. Each timed sync is paired
@@ -178,7 +196,7 @@ def job_path(model_dir: str, backend: str, bucket_mb: float, repeats: int, warmu
         fleet.shutdown()
         learners.shutdown()
     seconds = float(np.median([o for _, o in pairs]))
-    return {"seconds": seconds, "gb_per_s": memcpy.nbytes / seconds / 1e9,
+    return {"seconds": seconds, "max_seconds": max(o for _, o in pairs), "gb_per_s": memcpy.nbytes / seconds / 1e9,
             "fraction_of_memcpy": float(np.median([m / o for m, o in pairs]))}
 
 
@@ -186,8 +204,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--models", default="tiny,smollm2")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=4, help="untimed syncs before the timed ones")
+    parser.add_argument("--repeats", type=int, default=7)
+    # A fresh learner's first ~5 syncs are ~2.5x slower while the object-store pages it writes
+    # fault in; after that about one sync in six still takes 3-6x as long, on the put side (not
+    # the learner's garbage collector: freezing it changed nothing): hence warm-up, median, max.
+    parser.add_argument("--warmup", type=int, default=6, help="untimed syncs before the timed ones")
     parser.add_argument("--bucket-mb", type=float, default=64)
     parser.add_argument("--backends", default="hf,vllm", help="engines the job path is timed with (empty: transport only)")
     parser.add_argument("--data-dir", default=os.environ.get("R1CI_DATA_DIR", "~/.cache/r1ci"))
@@ -200,10 +221,11 @@ def main() -> None:
     if args.json:
         print(json.dumps({"models": results, "fraction_of_memcpy": {m: r["fraction_of_memcpy"] for m, r in results.items()}}, indent=1))
         return
-    print(f"{'model':10} {'MB':>8} {'buckets':>7} {'memcpy GB/s':>12}  fraction of memcpy")
+    print(f"{'model':10} {'MB':>8} {'buckets':>7} {'memcpy ms':>9} {'actor call ms':>13}  fraction of memcpy")
     for m, r in results.items():
         fractions = "  ".join(f"{k} {v:.2f}" for k, v in r["fraction_of_memcpy"].items())
-        print(f"{m:10} {r['bytes'] / 2**20:8.1f} {r['buckets']:7d} {r['memcpy']['gb_per_s']:12.2f}  {fractions}")
+        print(f"{m:10} {r['bytes'] / 2**20:8.1f} {r['buckets']:7d} {r['memcpy']['seconds'] * 1e3:9.2f} "
+              f"{r['actor_call_s'] * 1e3:13.2f}  {fractions}")
 
 
 if __name__ == "__main__":
