@@ -206,8 +206,9 @@ def main() -> None:
     parser.add_argument("--models", default="tiny,smollm2")
     parser.add_argument("--repeats", type=int, default=7)
     # A fresh learner's first ~5 syncs are ~2.5x slower while the object-store pages it writes
-    # fault in; after that about one sync in six still takes 3-6x as long, on the put side (not
-    # the learner's garbage collector: freezing it changed nothing): hence warm-up, median, max.
+    # fault in; after that about one sync in six still takes 3-6x as long. A bare `ray.put` loop
+    # does the same (a 64 MiB put now and then takes ~105 ms instead of ~9 ms; Ray's own put
+    # benchmark is bimodal too, ray-project/ray#22045): hence the warm-up, the median and the max.
     parser.add_argument("--warmup", type=int, default=6, help="untimed syncs before the timed ones")
     parser.add_argument("--bucket-mb", type=float, default=64)
     parser.add_argument("--backends", default="hf,vllm", help="engines the job path is timed with (empty: transport only)")
