@@ -252,8 +252,9 @@ class HFEngine:
         """A read-only array (an immutable object-store buffer, as `ray.get` maps it) of the
         parameter's dtype becomes the parameter itself: no copy, and every generator on a node
         shares one copy of the weights; the buffer stays pinned while the model uses it.
-        Writable arrays (the caller may change them later) and other dtypes are copied."""
-        params = dict(self.model.named_parameters(remove_duplicate=False))  # tied weights: one Parameter, two names
+        Writable arrays (the caller may change them later) and other dtypes are copied. Tied
+        weights are one Parameter under two names, so either name sets both."""
+        params = {**dict(self.model.named_buffers()), **dict(self.model.named_parameters(remove_duplicate=False))}
         unknown = [name for name, _ in weights if name not in params]
         if unknown:
             raise KeyError(f"weights not in the model: {unknown[:5]} (names must be Hugging Face parameter names)")
@@ -264,7 +265,8 @@ class HFEngine:
             with warnings.catch_warnings():  # a read-only view: the model only ever reads it
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                 tensor = torch.from_numpy(array)
-            if not array.flags.writeable and array.flags.c_contiguous and tensor.dtype == param.dtype and param.device.type == "cpu":
+            immutable = not array.flags.writeable and array.flags.c_contiguous
+            if immutable and tensor.dtype == param.dtype and param.device.type == "cpu":
                 param.data = tensor
                 self._shared.add(id(param))
             elif id(param) in self._shared:  # never write into a shared buffer: take a private copy again
