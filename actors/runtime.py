@@ -1,9 +1,12 @@
-"""Starting or joining Ray, with every socket on 127.0.0.1 when r1ci starts Ray itself."""
+"""Starting or joining Ray, with every socket on 127.0.0.1 when r1ci starts Ray itself, and
+every Ray worker's own output (vLLM, DeepSpeed, Ray) in the job's log folder instead of the console."""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+from pathlib import Path
 
 import ray
 
@@ -25,17 +28,36 @@ def set_local_env() -> None:
         os.environ.setdefault(key, value)
 
 
-def init_ray(address: str = "auto", num_cpus: int = 0) -> str:
+WORKER_LOG_DIR = "R1CI_WORKER_LOG_DIR"
+
+
+def worker_output_to_file() -> None:
+    """Ray's `worker_process_setup_hook`: this worker's stdout and stderr (and those of the
+    processes it starts, such as vLLM's engine core) go to `<log dir>/worker-<pid>.log`."""
+    log_dir = os.environ.get(WORKER_LOG_DIR)
+    if not log_dir:
+        return
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(log_dir) / f"worker-{os.getpid()}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for stream in (1, 2):
+        os.dup2(fd, stream)
+    os.close(fd)
+
+
+def init_ray(address: str = "auto", num_cpus: int = 0, log_dir: str | Path | None = None, verbose: bool = False) -> str:
     """Join a running cluster (`address="auto"` or an address) or start a local one on 127.0.0.1.
 
-    Returns "joined" or "local". A job launched by `ray job submit` always joins.
+    A local Ray started with `log_dir` writes every worker's output there and keeps the
+    console for the job's own lines (`verbose` shows the workers' output as well). A joined
+    cluster keeps Ray's own log handling (`ray job logs`). Returns "joined" or "local"; a job
+    launched by `ray job submit` always joins.
     """
     if ray.is_initialized():
         return "joined"
     if address != "local":
         try:
             ray.init(address=address, log_to_driver=True)
-            log.info("joined Ray cluster at %s", address)
+            print(f"joined Ray cluster at {address}", file=sys.stderr)
             return "joined"
         except ConnectionError:
             if address != "auto":
@@ -45,12 +67,19 @@ def init_ray(address: str = "auto", num_cpus: int = 0) -> str:
     # now see the variable, this one needs the constant itself, or the node registers (and
     # its servers bind) the public interface.
     ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+    env_vars = dict(LOCAL_ENV)
+    runtime_env: dict = {"env_vars": env_vars}
+    if log_dir is not None and not verbose:
+        env_vars[WORKER_LOG_DIR] = str(Path(log_dir).expanduser().resolve())
+        runtime_env["worker_process_setup_hook"] = "actors.runtime.worker_output_to_file"
     ray.init(
         num_cpus=num_cpus or None,
         include_dashboard=False,
-        runtime_env={"env_vars": dict(LOCAL_ENV)},
+        runtime_env=runtime_env,
+        log_to_driver=verbose or log_dir is None,
+        logging_level=logging.INFO if verbose or log_dir is None else logging.WARNING,
     )
-    log.info("started a local Ray on 127.0.0.1")
+    log.info("started a local Ray on 127.0.0.1%s", f"; worker output in {log_dir}" if log_dir and not verbose else "")
     return "local"
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.text import Text
 
-from r1ci.config import ConfigError, ModelConfig, add_cli, from_cli
-from r1ci.tasks import FAMILIES, KINDS, UnknownTaskError, generate_instances, get_task, list_tasks
+from r1ci.config import ModelConfig, add_cli, from_cli
+from r1ci.errors import UserError
+from r1ci.tasks import FAMILIES, KINDS, generate_instances, get_task, list_tasks
 from r1ci.tasks.bbh import data_dir
 
 console = Console(stderr=True)
@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.model.data_dir != ModelConfig().data_dir or "R1CI_DATA_DIR" not in os.environ:
             os.environ["R1CI_DATA_DIR"] = str(Path(cfg.model.data_dir).expanduser())
         args.run(args, cfg)
-    except (ConfigError, UnknownTaskError, ValueError, RuntimeError) as exc:
-        console.print(Text("error: ", style="red") + Text(str(exc)), soft_wrap=True)
+    except UserError as exc:
+        print(f"data: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

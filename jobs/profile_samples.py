@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import zlib
 from pathlib import Path
 
-from r1ci.config import Config, job_main
+from r1ci.cli import job_main
+from r1ci.config import Config
 from r1ci.curriculum import improvement_potential, partition_stages, potential_rows, write_potentials
 from r1ci.models import resolve_model
 from r1ci.rollout import RolloutRequest, sampling_from_config
@@ -59,7 +61,7 @@ def _read_parts(parts: Path) -> list[dict]:
     return rows
 
 
-def run_profile(cfg: Config, show_progress: bool = True) -> dict:
+def run_profile(cfg: Config, show_progress: bool = True, verbose: bool = False) -> dict:
     """Profile cfg.tasks.train (tasks.instances_per_task each, seed tasks.seed); returns a summary."""
     import ray
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -83,7 +85,7 @@ def run_profile(cfg: Config, show_progress: bool = True) -> dict:
     log.info("profiling %d samples (%d done before) x %d answers", len(todo), len(done), len(pc.styles) * pc.samples_per_style)
 
     if chunks:
-        init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus)
+        init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus, log_dir=out.parent / "logs", verbose=verbose)
         generators = make_generators(cfg, resolve_model(cfg.model.path, cfg.model.data_dir))
         try:
             with Progress(TextColumn("profile"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not show_progress) as progress:
@@ -123,7 +125,7 @@ def run_profile(cfg: Config, show_progress: bool = True) -> dict:
 
 
 def main() -> None:
-    job_main(__doc__, "profile", run_profile)
+    sys.exit(job_main(__doc__, "profile", run_profile, lambda cfg: str(Path(cfg.profile.output).expanduser().parent)))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ from actors.fleet import GeneratorFleet
 from actors.learner import LearnerGroup
 from actors.runtime import init_ray
 from r1ci import checkpoint, rewards
-from r1ci.config import Config, ConfigError, add_cli, from_cli, to_dict
+from r1ci.cli import job_main
+from r1ci.config import Config, ConfigError, to_dict
 from r1ci.metrics import MetricsLogger, group_pass_rates, rollout_metrics
 from r1ci.models import resolve_model
 from r1ci.rollout import RolloutRequest, sampling_from_config
@@ -180,13 +181,13 @@ class RLJob:
         }
         return checkpoint.save(self.out, step, state, self.learners.save)
 
-    def run(self) -> list[dict[str, float]]:
+    def run(self, show_progress: bool = True) -> list[dict[str, float]]:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         history = []
         steps = self.cfg.run.steps
         with Progress(TextColumn("RL"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.fields[info]}")) as bar:
+                      TextColumn("{task.fields[info]}"), disable=not show_progress) as bar:
             task = bar.add_task("rl", total=steps, completed=self.start_step, info="")
             for step in range(self.start_step, steps):
                 try:
@@ -213,27 +214,24 @@ class RLJob:
         self.executor.shutdown()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_cli(parser)
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in run.output_dir")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+def run_rl(cfg: Config, show_progress: bool = True, verbose: bool = False, resume: bool = False) -> None:
+    """Start (or join) Ray and the actors, run the steps, save the final model, stop every actor."""
+    init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus, log_dir=Path(cfg.run.output_dir) / "logs", verbose=verbose)
+    job = RLJob(cfg, resume=resume)
     try:
-        cfg = from_cli(args)
-        init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus)
-        job = RLJob(cfg, resume=args.resume)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        history = job.run()
+        history = job.run(show_progress)
     finally:
         job.close()
     last = history[-1] if history else {}
     print(f"done: {len(history)} steps, last reward {last.get('reward/mean', float('nan')):.3f}, "
           f"outputs in {cfg.run.output_dir}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    def flags(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in run.output_dir")
+
+    return job_main(__doc__, "rl", run_rl, lambda cfg: cfg.run.output_dir, flags, argv)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,12 @@ import copy
 import json
 import logging
 import random
+import sys
 from pathlib import Path
 
-from r1ci.config import Config, job_main
+from r1ci.cli import job_main
+from r1ci.config import Config
+from r1ci.errors import UserError
 from r1ci.metrics import MetricsLogger
 from r1ci.models import resolve_model
 from r1ci.sft import fit_length, load_trajectories, lr_at, plan_epoch, split_held_out
@@ -47,7 +50,7 @@ def evaluate(group, trajs: list[Trajectory], batch_size: int) -> float:
     return total / max(tokens, 1)
 
 
-def run_sft(cfg: Config, show_progress: bool = True) -> dict:
+def run_sft(cfg: Config, show_progress: bool = True, verbose: bool = False) -> dict:
     """Train, evaluate and save; returns a summary (losses, steps, the final folder)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -60,7 +63,7 @@ def run_sft(cfg: Config, show_progress: bool = True) -> dict:
     dropped = sum(t is None for t, _ in fitted)
     trajs, weights = [t for t, _ in fitted if t is not None], [w for t, w in fitted if t is not None]
     if not trajs:
-        raise ValueError(f"no usable trajectories in '{sc.data}' (all longer than sft.max_seq_len={sc.max_seq_len}?)")
+        raise UserError(f"no usable trajectories in '{sc.data}' (all longer than sft.max_seq_len={sc.max_seq_len}?)")
     train_idx, eval_idx = split_held_out(trajs, sc.eval_fraction, cfg.run.seed)
     train = [trajs[i] for i in train_idx]
     held_out = [trajs[i] for i in eval_idx]
@@ -72,11 +75,11 @@ def run_sft(cfg: Config, show_progress: bool = True) -> dict:
     ]
     total = sum(len(p) for p in plans)
     if total == 0:
-        raise ValueError(f"{len(train)} training trajectories make no batch of {multiple} (learner.num_learners)")
+        raise UserError(f"{len(train)} training trajectories make no batch of {multiple} (learner.num_learners)")
     log.info("SFT on %d trajectories (%d held out, %d too long), %d steps", len(train), len(held_out), dropped, total)
 
     out = Path(sc.output_dir)
-    init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus)
+    init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus, log_dir=out / "logs", verbose=verbose)
     group = LearnerGroup.create(learner_config(cfg), resolve_model(cfg.model.path, cfg.model.data_dir))
     logger = MetricsLogger(out)
     summary: dict = {"train_trajectories": len(train), "eval_trajectories": len(held_out), "too_long": dropped, "steps": total}
@@ -118,7 +121,7 @@ def run_sft(cfg: Config, show_progress: bool = True) -> dict:
 
 
 def main() -> None:
-    job_main(__doc__, "sft", run_sft)
+    sys.exit(job_main(__doc__, "sft", run_sft, lambda cfg: cfg.sft.output_dir))
 
 
 if __name__ == "__main__":

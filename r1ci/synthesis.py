@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 from r1ci import protocol
 from r1ci.config import Config, ProtocolConfig, SynthesisConfig
+from r1ci.errors import MissingInput
 from r1ci.rollout import exec_note, prompt_ids, rollout, sampling_from_config
 from r1ci.sandbox.base import ExecResult
 from r1ci.tasks.base import Instance, Task
@@ -468,7 +469,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path).expanduser()
     files = sorted(path.glob("shard-*.parquet")) if path.is_dir() else [path]
     if not files or not files[0].exists():
-        raise FileNotFoundError(f"no SFT data at '{path}': run jobs/synthesize.py first or set sft.data")
+        raise MissingInput(f"no SFT data at '{path}': run jobs/synthesize.py first or set sft.data")
     rows: list[dict[str, Any]] = []
     for f in files:
         rows += pq.read_table(f).to_pylist()

@@ -75,7 +75,7 @@ def test_bad_config_value_is_one_clear_error_and_exit_code_2():
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "error: learner.zero_stage: 7 is not one of 1, 2, 3"
+    assert proc.stderr.strip().splitlines()[-1] == "rl: error: learner.zero_stage: 7 is not one of 1, 2, 3"
 
 
 def test_test_split_task_in_training_config_is_refused():

@@ -12,6 +12,7 @@ import difflib
 import functools
 from dataclasses import dataclass
 
+from r1ci.errors import UserError
 from r1ci.tasks.base import FAMILIES, KINDS, Instance, Task
 from r1ci.tasks.split import SPLIT_VERSION, split_of
 
@@ -34,7 +35,7 @@ __all__ = [
 SPLITS = ("train", "test")
 
 
-class UnknownTaskError(ValueError):
+class UnknownTaskError(UserError, ValueError):
     """A task name that is not registered; the message lists close matches."""
 
 

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from r1ci.errors import MissingInput
 from r1ci.tasks.answers import normalize_text, same_answer, same_choice, same_text
 from r1ci.tasks.base import Instance, Task
 
@@ -29,7 +30,7 @@ MIN_INSTANCES = 200  # the suite's per-task guarantee; smaller BIG-bench sources
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-class BigBenchDataMissing(RuntimeError):
+class BigBenchDataMissing(MissingInput, RuntimeError):
     """The BIG-bench task files are not in the data directory."""
 
 

@@ -16,6 +16,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from r1ci.errors import UserError
+
 from r1ci.tasks.bbh import BIGBENCH_SPECS, bigbench_dir
 
 INDEX_URL = "https://pypi.org/simple/bigbench/"
@@ -24,7 +26,7 @@ SDIST_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2
 MEMBER_ROOT = "bigbench-1.0.0/bigbench/benchmark_tasks/"
 
 
-class FetchError(RuntimeError):
+class FetchError(UserError, RuntimeError):
     """The BIG-bench sdist could not be fetched, verified or read."""
 
 
