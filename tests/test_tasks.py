@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from r1ci.config import ModelConfig
+from r1ci import rewards
+from r1ci.config import ModelConfig, ProtocolConfig, RewardConfig
 from r1ci.tasks import (
     SPLIT_VERSION,
     UnknownTaskError,
@@ -26,12 +27,12 @@ from r1ci.tasks import (
     get_task,
     list_tasks,
     resolve_task_names,
-    score_answer,
     suite_names,
 )
 from r1ci.tasks.answers import parse_number
 from r1ci.tasks.split import TEST_TASKS
 from r1ci.tasks.toy import run_program
+from r1ci.trajectory import Trajectory, Turn
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_DATA = ROOT / "tests" / "fixtures"
@@ -78,6 +79,13 @@ def corrupt(answer: str, validated: bool = False) -> str:
     return s[:i] + (new.upper() if c.isupper() else new) + s[i + 1 :]
 
 
+def correct(name: str, response: str, inst) -> bool:
+    """RL's verdict (`rewards.score`) on a response, or on a bare answer written as <<<answer>>>."""
+    text = response if "<<<" in response else f"<<<{response}>>>"
+    traj = Trajectory(name, inst.id, "g", [], turns=[Turn(text)])
+    return rewards.score(traj, get_task(name), inst, RewardConfig(), ProtocolConfig()).correct
+
+
 def reference_answer(name: str, inst) -> str | None:
     program = get_task(name).reference_solution(inst)
     return run_program(program) if program else None
@@ -112,14 +120,13 @@ def test_task_generates_deterministically_and_verifies_gold(name):
         ref = reference_answer(name, inst)
         gold = inst.answer if inst.answer is not None else ref
         assert gold is not None, f"{inst.id}: neither a gold answer nor a reference solution"
-        assert score_answer(name, gold, inst) == 1.0, f"{inst.id}: gold {gold!r} rejected"
-        assert score_answer(name, f"Done.\n<<<{gold}>>>", inst) == 1.0
+        assert correct(name, gold, inst), f"{inst.id}: gold {gold!r} rejected"
+        assert correct(name, f"Done.\n<<<{gold}>>>", inst)
         if ref is not None:
-            assert score_answer(name, ref, inst) == 1.0, f"{inst.id}: reference output {ref!r} rejected"
+            assert correct(name, ref, inst), f"{inst.id}: reference output {ref!r} rejected"
         bad = corrupt(re.sub(r"^<<<(.*)>>>$", r"\1", gold.strip(), flags=re.S), validated=inst.answer is None or name in MANY_RIGHT_ANSWERS)
-        assert score_answer(name, bad, inst) < 1.0, f"{inst.id}: corrupted {bad!r} accepted (gold {gold!r})"
-        assert score_answer(name, None, inst) == 0.0
-        assert score_answer(name, "", inst) < 1.0
+        assert not correct(name, bad, inst), f"{inst.id}: corrupted {bad!r} accepted (gold {gold!r})"
+        assert not correct(name, "", inst) and not correct(name, "no answer given", inst)
 
 
 # A sample of generators cheap enough to ask for 200: the procedural BBH tasks, the toy,
@@ -178,24 +185,45 @@ def test_toy_task_is_reachable_but_not_in_the_suite():
 
 def test_score_reads_the_last_answer_of_a_response_and_survives_garbage():
     inst = generate_instances("prime_factorization", 0, 1)[0]
-    assert score_answer("prime_factorization", f"<<<1>>> then fixed: <<<{inst.answer}>>>", inst) == 1.0
-    assert score_answer("prime_factorization", "<<<no idea>>>", inst) == 0.0  # its verifier raises here
-    assert score_answer("prime_factorization", "no answer marker at all ><", inst) == 0.0
+    assert correct("prime_factorization", f"<<<1>>> then fixed: <<<{inst.answer}>>>", inst)
+    assert not correct("prime_factorization", "<<<no idea>>>", inst)  # its verifier raises here
+    unmarked = Trajectory("prime_factorization", inst.id, "g", [], turns=[Turn(f"The answer is {inst.answer}.")])
+    assert not rewards.score(unmarked, get_task("prime_factorization"), inst, RewardConfig(), ProtocolConfig()).correct
 
 
-def test_bbh_choice_answers_are_lenient_about_format():
+def test_bbh_choice_answers_are_lenient_about_format_and_reject_hedges():
     inst = generate_instances("date_understanding", 0, 1)[0]
     letter, option = inst.data["letter"], inst.data["option"]
-    for good in (letter, f"({letter})", f"({letter}) {option}", option, f"{letter.lower()}"):
-        assert score_answer("date_understanding", good, inst) == 1.0, good
     other = "A" if letter != "A" else "B"
-    assert score_answer("date_understanding", other, inst) == 0.0
+    for good in (letter, f"({letter})", f"({letter}) {option}", option, f"{letter.lower()}", f"Option {letter}.", f"'{letter}'"):
+        assert correct("date_understanding", good, inst), good
+    for bad in (other, f"({letter}) or ({other})", f"({other}) or ({letter})", f"{letter}, {other}", f"({letter}) {inst.data['options'][ord(other) - 65]}"):
+        assert not correct("date_understanding", bad, inst), bad
 
 
 def test_bbh_dyck_is_strict_about_symbols_not_spacing():
     inst = generate_instances("dyck_languages", 0, 1)[0]
-    assert score_answer("dyck_languages", "  ".join(inst.answer.split()), inst) == 1.0
-    assert score_answer("dyck_languages", inst.answer + " )", inst) == 0.0
+    for good in ("  ".join(inst.answer.split()), inst.answer.replace(" ", ""), f"{inst.answer}.", f'"{inst.answer}"'):
+        assert correct("dyck_languages", good, inst), good
+    assert not correct("dyck_languages", inst.answer + " )", inst)
+    assert "put a space before the closing >>>" in inst.question
+
+
+def test_dyck_answers_ending_in_angle_brackets_are_read_whole():
+    inst = next(i for i in get_task("dyck_languages").generate(0, 50) if i.answer.endswith(">"))
+    assert correct("dyck_languages", f"So: <<<{inst.answer}>>>", inst)  # '<<<) >>>>' reads ') >'
+    assert correct("dyck_languages", f"<<<{inst.answer} >>>", inst)
+    assert not correct("dyck_languages", f"<<<{inst.answer[:-1]}>>>", inst)
+
+
+def test_colored_objects_keeps_counting_questions_with_word_options():
+    insts = get_task("reasoning_about_colored_objects").generate(0, 200)
+    counting = [i for i in insts if "how many" in i.question.lower()]
+    assert counting, "counting questions are part of the task"
+    for inst in counting:
+        assert "(A) zero" in inst.question and "\n(B) one" in inst.question
+        assert correct("reasoning_about_colored_objects", inst.data["option"], inst)  # the number word
+        assert correct("reasoning_about_colored_objects", inst.answer, inst)
 
 
 def test_bbh_without_data_says_how_to_fetch(monkeypatch, tmp_path):
