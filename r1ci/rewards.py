@@ -43,8 +43,10 @@ def well_formed(traj: Trajectory, cfg: ProtocolConfig) -> bool:
 
 
 def final_answer(traj: Trajectory, cfg: ProtocolConfig) -> str | None:
-    """The answer the model's own text gives under the run's protocol (its last <<<...>>>)."""
-    return protocol.extract_answer("".join(t.text for t in traj.turns), cfg)
+    """The answer the model's own text gives under the run's protocol (its last <<<...>>>);
+    None for nested markers (`<<<<<<42>>>>>>`), which no verifier should have to untangle."""
+    answer = protocol.extract_answer("".join(t.text for t in traj.turns), cfg)
+    return None if answer is not None and cfg.answer_open in answer else answer
 
 
 def verdict(task: Task, answer: str | None, instance: Instance, cfg: RewardConfig) -> float:

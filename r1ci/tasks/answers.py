@@ -10,14 +10,18 @@ gold items. Tasks whose format is the answer (a bracket sequence) compare their 
 
 from __future__ import annotations
 
+import ast
+import json
 import re
 from fractions import Fraction
+from typing import Any
 
 _SPACE = re.compile(r"\s+")
 _TRAILING = ".,;:!"
 _QUOTES = "\"'`"
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _MAX_EXPONENT = 400  # 1e400 is no answer to any task; Fraction("1e99999999") would take forever
+_MAX_DIGITS = 4000  # Python refuses to convert longer digit strings (and no answer is one)
 FLOAT_NOISE = Fraction(1, 10**14)  # relative error of a few float operations (0.1 + 0.2 -> 0.30000000000000004)
 
 
@@ -40,7 +44,7 @@ def parse_number(text: str) -> Fraction | None:
     if percent:
         s = s[:-1]
     parts = s.split("/")
-    if len(parts) > 2 or not all(_NUMBER.match(p) and _small_exponent(p) for p in parts):
+    if len(parts) > 2 or not all(_NUMBER.match(p) and _small_exponent(p) and len(p) <= _MAX_DIGITS for p in parts):
         return None
     value = Fraction(parts[0])
     if len(parts) == 2:
@@ -75,6 +79,44 @@ def numbers_match(a: Fraction, g: Fraction, decimals: int | None = None) -> bool
     if a == g:
         return True
     return not (a.denominator == g.denominator == 1) and abs(a - g) <= abs(g) * FLOAT_NOISE
+
+
+def unwrap(text: str) -> str:
+    """The answer without surrounding spaces, quotes or backticks and without trailing full stops."""
+    s = str(text).strip()
+    while len(s) > 1 and s[0] == s[-1] and s[0] in _QUOTES:
+        s = s[1:-1].strip()
+    return s.rstrip(".").rstrip() or s
+
+
+def parse_literal(text: str) -> Any:
+    """A Python or JSON literal (list, dict, tuple, number, string) from answer text; raises
+    ValueError when there is none (deep nesting and overlong numbers included)."""
+    text = unwrap(text)
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        pass
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"not a literal: {exc}") from None
+
+
+def same_structure(answer: Any, gold: Any, abs_tol: Fraction = Fraction(0)) -> bool:
+    """Nested lists equal item by item at every level, so their shape counts ([[1, 2], [3, 4]]
+    is not [[1, 2, 3, 4]]); tuples count as lists, numbers compare exactly (or within
+    `abs_tol`) whether written as numbers or as strings, other items as normalized text."""
+    if isinstance(gold, (list, tuple)):
+        return isinstance(answer, (list, tuple)) and len(answer) == len(gold) and all(
+            same_structure(x, y, abs_tol) for x, y in zip(answer, gold)
+        )
+    if isinstance(answer, (list, tuple, dict, set)):
+        return False
+    a, g = parse_number(str(answer)), parse_number(str(gold))
+    if a is not None and g is not None:
+        return abs(a - g) <= abs_tol if abs_tol else numbers_match(a, g)
+    return normalize_text(str(answer)) == normalize_text(str(gold))
 
 
 def parse_list(text: str) -> list[str] | None:

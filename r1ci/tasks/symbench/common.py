@@ -16,7 +16,7 @@ import re
 from fractions import Fraction
 from typing import Any, Callable, ClassVar
 
-from r1ci.tasks.answers import normalize_text, numbers_match, parse_number
+from r1ci.tasks.answers import numbers_match, parse_literal, parse_number, same_structure, unwrap
 from r1ci.tasks.base import Instance, Task
 
 SOLVER_HEADER = "import itertools, math, json, re, collections, heapq\nfrom fractions import Fraction\n"
@@ -76,7 +76,7 @@ class SymbenchTask(Task):
         if answer is None or not str(answer).strip():
             return 0.0
         try:
-            return max(0.0, min(1.0, float(self.check(str(answer).strip(), instance))))
+            return max(0.0, min(1.0, float(self.check(unwrap(answer), instance))))
         except Exception:  # garbage answers of any shape score 0, never raise
             return 0.0
 
@@ -125,36 +125,25 @@ def same_value(answer: str, gold: str | None, abs_tol: Fraction = Fraction(0)) -
         return False
     try:
         g = parse_literal(gold)
-    except (ValueError, SyntaxError, TypeError, json.JSONDecodeError):
+    except ValueError:
         g = None
     if not isinstance(g, (list, tuple)):
         return atoms_equal(answer, gold, abs_tol)
-    return _tree_equal(literal_or_rows(answer), g, abs_tol)
+    return same_structure(literal_or_rows(answer), g, abs_tol)
 
 
 def literal_or_rows(text: str) -> Any:
     """A list answer: a literal ('[[2, 0], [4, 8]]', '(1, 2)'), else one list of atoms per
     non-empty line ('2, 0\n4, 8'), a single line giving a flat list."""
     try:
-        value = parse_literal(text.strip().rstrip(".;"))
+        value = parse_literal(text)
         if isinstance(value, (list, tuple)):
             return value
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, json.JSONDecodeError):
+    except ValueError:
         pass
     rows = [atoms(line) for line in text.splitlines()]
     rows = [r for r in rows if r]
     return rows[0] if len(rows) == 1 else rows
-
-
-def _tree_equal(a: Any, g: Any, abs_tol: Fraction) -> bool:
-    if isinstance(g, (list, tuple)):
-        return isinstance(a, (list, tuple)) and len(a) == len(g) and all(_tree_equal(x, y, abs_tol) for x, y in zip(a, g))
-    if isinstance(a, (list, tuple, dict, set)):
-        return False
-    if isinstance(g, (int, float)) and not isinstance(g, bool):
-        value = parse_number(str(a))
-        return value is not None and abs(value - Fraction(str(g))) <= abs_tol
-    return normalize_text(str(a)) == normalize_text(str(g))
 
 
 def char_rows(text: str, alphabet: str) -> list[str]:
@@ -162,8 +151,8 @@ def char_rows(text: str, alphabet: str) -> list[str]:
     list of row strings, a list of lists of characters, or one row per line."""
     keep = set(alphabet.upper())
     try:
-        value = parse_literal(text.strip().rstrip(".;"))
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, json.JSONDecodeError):
+        value = parse_literal(text)
+    except ValueError:
         value = None
     if isinstance(value, (list, tuple)) and all(isinstance(r, (str, list, tuple)) for r in value):
         rows = [r if isinstance(r, str) else "".join(map(str, r)) for r in value]
@@ -194,15 +183,6 @@ def number_equal(answer: str, gold: str | None, decimals: int | None = None) -> 
         found = numbers_in(re.sub(r"(?<=\d),(?=\d{3}\b)", "", answer))
         value = found[0] if len(found) == 1 else None
     return value is not None and target is not None and numbers_match(value, target, decimals)
-
-
-def parse_literal(text: str) -> Any:
-    """A Python/JSON literal (list, dict, tuple, number, string) from answer text."""
-    text = text.strip().strip("`").strip()
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return json.loads(text)
 
 
 def numbers_in(text: str) -> list[Fraction]:

@@ -500,8 +500,9 @@ class EightQueens(SymbenchTask):
 
     def check(self, answer, instance):
         n = instance.data["n"]
-        cells = set(cell_pairs(answer))
-        if len(cells) != n or any(not (0 <= r < n and 0 <= c < n) for r, c in cells):
+        listed = cell_pairs(answer)
+        cells = set(listed)
+        if len(listed) != n or len(cells) != n or any(not (0 <= r < n and 0 <= c < n) for r, c in cells):
             return 0.0
         if {tuple(q) for q in instance.data["queens"]} - cells or cells & {tuple(b) for b in instance.data["blocked"]}:
             return 0.0

@@ -9,7 +9,8 @@ import itertools
 import re
 from fractions import Fraction
 
-from r1ci.tasks.symbench.common import SymbenchTask, parse_literal
+from r1ci.tasks.answers import parse_literal
+from r1ci.tasks.symbench.common import SymbenchTask
 
 
 # ---------------------------------------------------------------- path_plan
@@ -394,7 +395,7 @@ class BoxNet(SymbenchTask):
     def check(self, answer, instance):
         d = instance.data
         where = {b: tuple(c) for b, c in d["boxes"].items()}
-        plan = parse_literal(answer)
+        plan = parse_literal(answer.lower())  # box names and 'target' in any case
         if not isinstance(plan, (list, tuple)) or len(plan) > d["max_steps"]:
             return 0.0
         for step in plan:
