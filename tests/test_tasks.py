@@ -323,3 +323,39 @@ def test_generation_is_identical_across_processes():
     digests = {p.communicate(timeout=120)[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs)
     assert len(digests) == 1 and len(digests.pop()) == 64
+
+
+# --------------------------------------------------------------------------- Reasoning-Gym, tightened
+
+
+def _first(name: str, where=lambda inst: True, n: int = 60):
+    return next(i for i in generate_instances(name, 0, n) if where(i))
+
+
+def test_reasoning_gym_near_misses_get_no_credit():
+    """The issue's examples: the package gives these full or partial credit; RL gets 0."""
+    word = _first("spell_backward")
+    assert correct("spell_backward", word.answer, word) and not correct("spell_backward", word.answer + word.answer[-1], word)
+    jumble = _first("letter_jumble")
+    assert not correct("letter_jumble", jumble.answer + " and more words", jumble)
+    certain = _first("coin_flip", lambda i: i.answer == "1", n=200)
+    assert correct("coin_flip", "1", certain) and correct("coin_flip", "1.0", certain) and not correct("coin_flip", "11", certain)
+    three = _first("gcd", lambda i: i.answer == "3", n=400)
+    assert get_task("gcd").score("13", three) == 0.0  # the package's substring rule gives 0.5
+    days = _first("time_intervals", lambda i: i.answer.endswith(" days"), n=400)
+    off = f"{int(days.answer.split()[0]) + 1} days"
+    assert get_task("time_intervals").score(off, days) < 1.0 and not correct("time_intervals", off, days)
+    partial = RewardConfig(partial_credit=True)  # the graded score is still there for those who ask
+    traj = Trajectory("time_intervals", days.id, "g", [], turns=[Turn(f"<<<{off}>>>")])
+    assert 0.0 < rewards.score(traj, get_task("time_intervals"), days, partial, ProtocolConfig()).correctness < 1.0
+
+
+def test_reasoning_gym_answers_are_never_run_as_code(tmp_path):
+    marker = tmp_path / "ran"
+    payload = f"__import__('pathlib').Path({str(marker)!r}).write_text('x')"
+    for name in ("polynomial_multiplication", "simple_integration", "countdown", "binary_matrix", "spiral_matrix", "n_queens"):
+        inst = generate_instances(name, 0, 1)[0]
+        assert get_task(name).score(payload, inst) == 0.0 and get_task(name).score("10**10**10", inst) == 0.0
+    assert not marker.exists()
+    poly = generate_instances("polynomial_multiplication", 0, 1)[0]
+    assert correct("polynomial_multiplication", poly.answer, poly)  # a real polynomial still reaches sympy
