@@ -15,6 +15,7 @@ duplicate does not change), the task is named below with the reason.
 
 from __future__ import annotations
 
+import ast
 import functools
 import re
 from decimal import Decimal
@@ -30,9 +31,9 @@ from r1ci.trajectory import Trajectory, Turn
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 P, R = ProtocolConfig(), RewardConfig()
-SEED = 11
+SEED = 3
 INSTANCES = {"symbench": 10, "bbh": 10, "reasoning_gym": 6}  # BBH data tasks: the whole fixture pool
-SLOW_TO_GENERATE = {"sokoban": 2}  # about 1.5 s an instance
+SLOW_TO_GENERATE = {"sokoban": 1}  # seconds an instance: the package searches for a solvable puzzle
 
 # Many answers are right (the verifier checks them against the rules), so a duplicated
 # element can still be right: a repeated waypoint is the same trajectory.
@@ -42,6 +43,15 @@ DUPLICATE_IS_RIGHT = {
     "jugs": "a plan is right when a jug ends at the target, which a repeated last pour can keep",
     "sokoban": "moves after the last box is placed can leave the puzzle solved",
 }
+# The verifier checks the rules, and many answers obey them: a changed number can be another right answer.
+MANY_RIGHT = {
+    "permutations_and_combinations", "constrained_linear_arrangement", "logic_puzzle", "letter_logic_diagram",
+    "standard_sudoku", "eight_queens", "path_plan", "blocksworld", "boxlift", "boxnet", "game24",
+    "combinatorial_calculation", "cryptarithm", "countdown", "jugs", "palindrome_generation", "shortest_path",
+    "sokoban", "word_ladder", "quantum_lock", "n_queens", "tsumego",
+}  # fmt: skip
+# Spaces only separate the symbols: ']]' is '] ]'.
+SPACES_ARE_FORMAT = {"dyck_languages"}
 # Letter case is content: a program's exact output.
 CASE_IS_CONTENT = {"bf"}
 _FLIPS = {"yes": "No", "no": "Yes", "true": "False", "false": "True", "valid": "invalid", "invalid": "valid"}
@@ -58,9 +68,11 @@ def cases(name: str) -> list:
     return generate_instances(name, SEED, SLOW_TO_GENERATE.get(name, INSTANCES[task.family]))
 
 
-def correct(name: str, answer: str, inst) -> bool:
-    """RL's verdict on `answer` written as the model's final answer."""
-    traj = Trajectory(name, inst.id, "g", [], turns=[Turn(f"Done.\n{protocol.format_answer(answer, P)}")])
+def correct(name: str, answer: str, inst, raw: bool = False) -> bool:
+    """RL's verdict on `answer` written as the model's final answer (`raw`: as <<<answer>>>
+    even where that runs into the closing marker, as in '<<<) >>>>')."""
+    text = f"<<<{answer}>>>" if raw else protocol.format_answer(answer, P)
+    traj = Trajectory(name, inst.id, "g", [], turns=[Turn(f"Done.\n{text}")])
     return rewards.score(traj, get_task(name), inst, R, P).correct
 
 
@@ -105,6 +117,24 @@ def _top_level_split(s: str, sep: str) -> list[str]:
     return [p for p in parts if p.strip()] if sep == " " else parts
 
 
+def reshape(gold: str) -> str | None:
+    """The same cells in one row: a grid or nested list of another shape (None if flat)."""
+    if "\n" in gold.strip():
+        return " ".join(gold.split())
+    try:
+        value = ast.literal_eval(gold)
+    except (ValueError, SyntaxError):
+        return None
+    if not isinstance(value, list) or len(value) < 2 or not any(isinstance(x, (list, str)) for x in value):
+        return None
+    if all(isinstance(x, str) for x in value):  # rows written as strings (single characters are no rows)
+        if all(len(x) < 2 for x in value):
+            return None
+        return repr(["".join(value)])
+    flat = [y for x in value for y in (x if isinstance(x, list) else [x])]
+    return repr([flat]) if all(isinstance(x, list) for x in value) else repr(flat)
+
+
 def precision_unit(question: str, gold: str) -> Decimal:
     """One unit of the precision the question states, else of the gold's last digit."""
     q = question.lower()
@@ -138,12 +168,17 @@ def off_by_one_unit(question: str, gold: str) -> list[str]:
         return [f"{int(num) + 1}/{den}", f"{int(num) - 1}/{den}"]
     if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", s):
         return []
-    unit, value = precision_unit(question, s), Decimal(s)
+    value = Decimal(s)
+    unit = max(precision_unit(question, s), Decimal(1).scaleb(value.adjusted() - 12))  # digits past 13 may be float noise
     return [format(value + unit, "f"), format(value - unit, "f")]
 
 
 def fair_variants(name: str, inst, gold: str) -> list[str]:
     out = [f"  {gold}\n", f"{gold}.", f"'{gold}'" if '"' in gold else f'"{gold}"']
+    if " " in gold.strip() and "\n" not in gold:
+        out.append(re.sub(r" +", "  ", gold))  # spacing
+    if name in SPACES_ARE_FORMAT:
+        out.append(gold.replace(" ", ""))
     if name not in CASE_IS_CONTENT and re.search(r"[A-Za-z]", gold):
         out.append(gold.lower() if gold != gold.lower() else gold.upper())
     items = gold.strip("[]()").split(",")
@@ -171,6 +206,12 @@ def wrong_variants(name: str, inst, gold: str) -> list[str]:
     numbers = off_by_one_unit(inst.question, gold)
     if numbers:
         return out + numbers + [f"{gold} or {numbers[0]}"]
+    found = re.search(r"-?\d+(\.\d+)?", gold)
+    if found and name not in MANY_RIGHT:  # a number inside a list, grid or plan, one unit off
+        out += [gold[: found.start()] + n + gold[found.end() :] for n in off_by_one_unit(inst.question, found.group())]
+    reshaped = reshape(gold)
+    if reshaped is not None and name not in MANY_RIGHT:
+        out.append(reshaped)
     parts = split_items(gold)
     if parts is not None:
         head, sep, items, tail = parts
@@ -203,6 +244,7 @@ def test_gold_and_fair_reformattings_are_correct(name):
     for inst in cases(name):
         gold = inst.answer
         assert gold is not None and correct(name, gold, inst), f"{inst.id}: gold {gold!r} rejected"
+        assert correct(name, gold, inst, raw=True), f"{inst.id}: gold {gold!r} rejected when written <<<{gold}>>>"
         for fair in fair_variants(name, inst, gold):
             assert correct(name, fair, inst), f"{inst.id}: fair reformatting {fair!r} of gold {gold!r} rejected"
 

@@ -9,6 +9,7 @@ entry later in any process, so a verifier never depends on the generating proces
 from __future__ import annotations
 
 import contextlib
+import decimal
 import functools
 import io
 import warnings
@@ -132,13 +133,21 @@ POOL_SIZE = 2048
 def _dataset(name: str, seed: int) -> Any:
     import reasoning_gym
 
-    with contextlib.redirect_stdout(io.StringIO()):  # some generators (bf) print progress dots
+    with _quiet():
         return reasoning_gym.create_dataset(name, size=POOL_SIZE, seed=seed)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Keep the package's side effects in: progress dots on stdout (bf), and the process-wide
+    decimal precision that decimal_arithmetic sets to 12 digits."""
+    with contextlib.redirect_stdout(io.StringIO()), decimal.localcontext():
+        yield
 
 
 @functools.lru_cache(maxsize=65536)
 def _entry(name: str, seed: int, index: int) -> dict:
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _quiet():
         return _dataset(name, seed)[index]
 
 
@@ -189,7 +198,7 @@ class ReasoningGymTask(Task):
             entry = _entry(self.name, d["rg_seed"], d["rg_index"])
             dataset = _dataset(self.name, d["rg_seed"])
             default = type(dataset).score_answer is ProceduralDataset.score_answer
-            with warnings.catch_warnings():  # e.g. numpy's loadtxt warns on empty answers
+            with warnings.catch_warnings(), _quiet():  # e.g. numpy's loadtxt warns on empty answers
                 warnings.simplefilter("ignore")
                 value = rg_checks.check(
                     self.name, rg_checks.tidy(self.name, answer, str(entry["answer"])), entry,

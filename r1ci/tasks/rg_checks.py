@@ -3,8 +3,8 @@ and what r1ci does instead. Every entry was found by a right-and-wrong-answer te
 (tests/test_verifier_properties.py); each says what the package accepts that is wrong.
 
 `tidy` removes formatting before any verifier sees an answer (surrounding quotes and
-spaces, a trailing full stop, letter case where the gold has one case, spaces inside grid
-rows, Python list syntax where JSON is parsed). `SAFE` lists the answers that may reach a
+spaces, a trailing full stop, letter case where the gold has one case, runs of spaces,
+Python list syntax where JSON is parsed). `SAFE` lists the answers that may reach a
 verifier that evaluates them (sympy's parse_expr and eval run any Python). `REPLACED`
 tasks are judged by r1ci's check alone, `ALSO_REQUIRED` ones by the package and r1ci both.
 """
@@ -42,6 +42,8 @@ def tidy(name: str, answer: str, gold: str) -> str:
         s = s.upper() if letters.isupper() else s.lower() if letters.islower() else s
     if "\n" in gold.strip():  # a grid: rows on lines, cells separated by single spaces
         s = "\n".join(" ".join(line.split()) for line in s.splitlines() if line.strip())
+    elif "  " not in gold:
+        s = re.sub(r"[ \t]+", " ", s)
     if gold.startswith("[") and s.startswith("["):
         s = _as_json(s)
     return _TIDY[name](s) if name in _TIDY else s
@@ -90,8 +92,8 @@ _POLYNOMIAL = re.compile(r"[0-9A-Za-z+\-*/^(). ]+")
 def _small_polynomial(s: str) -> bool:
     """Only one-letter variables, no number glued to a letter (1e9999), no power towers or
     huge exponents (sympy would compute 10**10**10): what a polynomial answer looks like."""
-    if not _POLYNOMIAL.fullmatch(s) or re.search(r"[A-Za-z]{2}|\d[A-Za-z]|__", s):
-        return False
+    if len(s) > 1000 or not _POLYNOMIAL.fullmatch(s) or re.search(r"[A-Za-z]{2}|\d[A-Za-z]|__|\({6}", s):
+        return False  # (gold answers are a few hundred characters at most, nested a few levels)
     if re.search(r"(\*\*|\^)\s*\(?\s*-?\d{4,}", s) or re.search(r"(\*\*|\^)[^+\-]*?(\*\*|\^)", s):
         return False
     return len(re.findall(r"\d+", s)) <= 200 and all(len(n) <= 30 for n in re.findall(r"\d+", s))
@@ -112,11 +114,12 @@ SAFE: dict[str, Callable[[str], bool]] = {
 
 def _coin_flip(answer: str, entry: dict) -> bool:
     """Package: within 1e-4, and full marks for a matching prefix ('11' for a probability of 1).
-    Here: the exact probability (float noise aside), or the gold's own 10 significant digits."""
-    value, exact = parse_number(answer), Fraction(**entry["metadata"]["rational"])
+    Here: the exact probability (float noise aside), or the gold itself where it is the exact
+    value rounded to 10 significant digits (and an answer that rounds to it)."""
+    value, exact, gold = parse_number(answer), Fraction(**entry["metadata"]["rational"]), parse_number(entry["answer"])
     if value is None:
         return False
-    return numbers_match(value, exact) or (len(re.sub(r"\D", "", entry["answer"]).lstrip("0")) >= 10 and _same_digits(value, exact, 10))
+    return numbers_match(value, exact) or (gold != exact and _same_digits(value, gold, 10))
 
 
 def _same_digits(value: Fraction, exact: Fraction, digits: int) -> bool:
@@ -231,11 +234,14 @@ def _puzzle_letters(answer: str, entry: dict) -> bool:
     return sorted(letters) == sorted(entry["metadata"]["letters"])
 
 
-def _days(answer: str, entry: dict) -> bool:
-    """time_intervals. Package: reads the first word as the day count, whatever follows."""
-    if entry["metadata"]["task_type"] != "date":
-        return True
-    return re.fullmatch(r"-?\d+( days?)?", answer.strip().lower()) is not None
+def _duration(answer: str, entry: dict) -> bool:
+    """time_intervals. Package: reads the first word as the day count and the first time
+    after a comma, whatever follows ('5 days, 01:00, 02:00' passes). Here: one duration."""
+    kind, s = entry["metadata"]["task_type"], answer.strip().lower()
+    clock = r"\d+:\d\d(:\d\d(\.\d+)?)?"
+    if kind == "date":
+        return re.fullmatch(r"-?\d+( days?)?", s) is not None
+    return re.fullmatch(clock if kind.startswith("time") else rf"-?\d+ days?, {clock}", s) is not None
 
 
 ALSO_REQUIRED: dict[str, Callable[[str, dict], bool]] = {
@@ -245,7 +251,7 @@ ALSO_REQUIRED: dict[str, Callable[[str, dict], bool]] = {
     "palindrome_partitioning": _no_repeats,
     "pool_matrix": _two_decimals,
     "cryptarithm": _puzzle_letters,
-    "time_intervals": _days,
+    "time_intervals": _duration,
     # Package: any sorted list within 1 of every gold number.
     "number_sorting": lambda a, e: same_answer(a, e["answer"]),
 }
