@@ -30,6 +30,7 @@ from r1ci.tasks import (
     suite_names,
 )
 from r1ci.tasks.answers import parse_number
+from r1ci.tasks.bbh import BIGBENCH_SPECS
 from r1ci.tasks.split import TEST_TASKS
 from r1ci.tasks.toy import run_program
 from r1ci.trajectory import Trajectory, Turn
@@ -251,6 +252,10 @@ def test_bbh_on_real_bigbench_data(monkeypatch):
         assert all(get_task(info.name).score(i.answer, i) == 1.0 for i in insts[:50]), info.name
     q = generate_instances("hyperbaton", 0, 1)[0].question
     assert q.startswith("Which sentence has the correct adjective order:\nOptions:\n(A) ")
+    listed = subprocess.run([sys.executable, str(ROOT / "jobs" / "data.py"), "list", "--json"], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "R1CI_DATA_DIR": str(REAL_DATA)}, timeout=120)  # fmt: skip
+    short = {r["name"]: r["pool_size"] for r in json.loads(listed.stdout) if r["note"]}
+    assert short == SMALL_SOURCES  # said, not silently repeated
 
 
 # --------------------------------------------------------------------------- export and CLI
@@ -283,7 +288,11 @@ def test_data_list_json_prints_144_tasks():
     out = _run_data("list", "--json")
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
-    assert len(rows) == 144 and all(set(r) == {"name", "family", "split", "kind"} for r in rows)
+    assert len(rows) == 144 and all(set(r) == {"name", "family", "split", "kind", "pool_size", "note"} for r in rows)
+    small = {r["name"]: r for r in rows if r["pool_size"] is not None}
+    assert set(small) == set(BIGBENCH_SPECS) and all(r["family"] == "bbh" for r in small.values())
+    assert "only 5 distinct questions" in small["snarks"]["note"]  # the fixture's pools are tiny
+    assert all(r["pool_size"] is None and r["note"] == "" for r in rows if r["family"] != "bbh")
     assert {r["family"] for r in rows} == {"symbench", "bbh", "reasoning_gym"}
     assert {r["split"] for r in rows} == {"train", "test"} and {r["kind"] for r in rows} == {"execution", "planning", "reasoning"}
 

@@ -235,6 +235,9 @@ class BigBenchTask(Task):
         self.kind = KINDS.get(name, "reasoning")
         self.spec = BIGBENCH_SPECS[name]
 
+    def pool_size(self) -> int | None:
+        return len(build_pool(self.name, str(data_dir())))
+
     def generate(self, seed: int, n: int, difficulty: int = 1) -> list[Instance]:
         """min(n, pool size) instances; the pool is fixed by the source file (difficulty is not used)."""
         pool = build_pool(self.name, str(data_dir()))
