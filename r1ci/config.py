@@ -123,7 +123,7 @@ class RewardConfig:
     too_many_turns: float = knob(-0.1, "Added when the episode takes more than max_turns_unpenalized turns.")
     max_turns_unpenalized: int = knob(6, "Turns allowed before the turn-count penalty applies.")
     partial_credit: bool = knob(False, "Scale `correct` by the verifier's graded score in [0, 1] (some Reasoning-Gym verifiers grade near misses); off, as in the paper: `correct` for a fully right answer, 0 otherwise.")
-    max_answer_chars: int = knob(20000, "An answer longer than this many characters scores 0 without reaching the verifier (runaway output; the longest gold answer in the suite is about 2,000).")
+    max_answer_chars: int = knob(50000, "An answer longer than this many characters scores 0 without reaching the verifier (runaway output); the longest gold answers are palindrome_partitioning's, up to about 10,000, the rest under 1,000.")
 
 
 @dataclass

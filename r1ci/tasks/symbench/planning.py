@@ -118,6 +118,10 @@ def random_boxes(rng, count):
     return boxes
 
 
+def _and(words, last="and"):
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {last} {words[-1]}"
+
+
 class PathPlan(SymbenchTask):
     name = "path_plan"
     kind = "planning"
@@ -136,12 +140,12 @@ class PathPlan(SymbenchTask):
             waypoints = plan_trajectory(data)
             if waypoints is not None:
                 break
-        boxes_text = "; ".join(f"a {c} colored box {tuple(b)}" for c, b in boxes.items())
-        rule = f"Enter the {', '.join(visit)} box{'es' if len(visit) > 1 else ''} (in any order)"
+        boxes_text = "; ".join(f"{'an' if c[0] in 'aeiou' else 'a'} {c} colored box {tuple(b)}" for c, b in boxes.items())
+        rule = f"Enter the {_and(visit)} box{'es (in any order)' if len(visit) > 1 else ''}"
         if avoid == others and others:
             rule += ", and never enter any other colored box."
         elif avoid:
-            rule += f", and never enter the {', '.join(avoid)} box{'es' if len(avoid) > 1 else ''}."
+            rule += f", and never enter the {_and(avoid, 'or')} box."
         else:
             rule += "."
         q = (
