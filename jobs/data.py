@@ -25,22 +25,41 @@ from rich.table import Table
 from r1ci.config import ModelConfig, add_cli, from_cli
 from r1ci.errors import UserError
 from r1ci.tasks import FAMILIES, KINDS, generate_instances, get_task, list_tasks
-from r1ci.tasks.bbh import data_dir
+from r1ci.tasks.bbh import FETCH_HINT, MIN_INSTANCES, BigBenchDataMissing, data_dir
 
 console = Console(stderr=True)
 
 
+def pool_note(name: str) -> tuple[int | None, str]:
+    """(distinct questions when source data fixes them, a note when that is fewer than the paper's 200)."""
+    try:
+        size = get_task(name).pool_size()
+    except BigBenchDataMissing:
+        return None, f"BIG-bench data not fetched: run `{FETCH_HINT}`"
+    if size is not None and size < MIN_INSTANCES:
+        return size, f"only {size} distinct questions in its source (the paper uses {MIN_INSTANCES}); none is repeated"
+    return size, ""
+
+
 def cmd_list(args, cfg) -> None:
     infos = list_tasks(family=args.family, split=args.split, kind=args.kind)
+    pools = {i.name: pool_note(i.name) for i in infos}
     if args.json:
-        print(json.dumps([{"name": i.name, "family": i.family, "split": i.split, "kind": i.kind} for i in infos]))
+        rows = [{"name": i.name, "family": i.family, "split": i.split, "kind": i.kind, "pool_size": pools[i.name][0], "note": pools[i.name][1]} for i in infos]
+        print(json.dumps(rows))
         return
     table = Table(title=f"{len(infos)} tasks")
-    for col in ("name", "family", "split", "kind"):
-        table.add_column(col)
+    for col in ("name", "family", "split", "kind", "questions"):
+        table.add_column(col, no_wrap=col == "name")
     for i in infos:
-        table.add_row(i.name, i.family, i.split, i.kind)
-    Console().print(table)
+        size, note = pools[i.name]
+        shown = "generated" if size is None and not note else "not fetched" if size is None else f"{size} < {MIN_INSTANCES}" if note else str(size)
+        table.add_row(i.name, i.family, i.split, i.kind, shown)
+    out = Console()
+    Console(width=max(out.width, 100)).print(table)  # a pipe gets 80 columns, too few for the names
+    short = [name for name, (size, _) in pools.items() if size is not None and size < MIN_INSTANCES]
+    if short:
+        console.print(f"{len(short)} tasks have fewer distinct questions than {MIN_INSTANCES}: {', '.join(short)}")
 
 
 def cmd_show(args, cfg) -> None:
@@ -100,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="the 144 tasks with family, split and kind")
-    p.add_argument("--json", action="store_true", help="print a JSON array of {name, family, split, kind}")
+    p = sub.add_parser("list", help="the 144 tasks with family, split, kind and how many distinct questions each has")
+    p.add_argument("--json", action="store_true", help="print a JSON array of {name, family, split, kind, pool_size, note}")
     p.add_argument("--family", choices=FAMILIES)
     p.add_argument("--split", choices=("train", "test"))
     p.add_argument("--kind", choices=KINDS)

@@ -19,12 +19,13 @@ import sys
 import zlib
 from pathlib import Path
 
+from r1ci import rewards
 from r1ci.cli import job_main
 from r1ci.config import Config
 from r1ci.curriculum import improvement_potential, partition_stages, potential_rows, write_potentials
 from r1ci.models import resolve_model
 from r1ci.rollout import RolloutRequest, sampling_from_config
-from r1ci.tasks import generate_instances, resolve_task_names, score_answer
+from r1ci.tasks import generate_instances, get_task, resolve_task_names
 from r1ci.tasks.base import Instance
 from r1ci.trajectory import Trajectory
 
@@ -44,11 +45,12 @@ def profile_requests(instances: list[Instance], cfg: Config) -> list[RolloutRequ
     return out
 
 
-def outcomes(trajs: list[Trajectory], samples: dict[str, Instance]) -> dict[str, list[bool]]:
-    """Per sample id, whether each answer passes the task verifier."""
+def outcomes(trajs: list[Trajectory], samples: dict[str, Instance], cfg: Config) -> dict[str, list[bool]]:
+    """Per sample id, whether each answer is correct, judged as RL judges it (the run's reward and protocol config)."""
     out: dict[str, list[bool]] = {}
     for t in trajs:
-        out.setdefault(t.sample_id, []).append(score_answer(t.task, t.answer, samples[t.sample_id]) >= 1.0)
+        parts = rewards.score(t, get_task(t.task), samples[t.sample_id], cfg.reward, cfg.protocol)
+        out.setdefault(t.sample_id, []).append(parts.correct)
     return out
 
 
@@ -100,7 +102,7 @@ def run_profile(cfg: Config, show_progress: bool = True, verbose: bool = False) 
                         raise TimeoutError(f"a generator took longer than profile.chunk_timeout_s={pc.chunk_timeout_s:g} s for one chunk")
                     actor, chunk = running.pop(ready[0])
                     trajs = ray.get(ready[0], timeout=60)
-                    write_potentials(potential_rows(outcomes(trajs, samples)), parts / f"chunk-{next_part:05d}.parquet")
+                    write_potentials(potential_rows(outcomes(trajs, samples, cfg)), parts / f"chunk-{next_part:05d}.parquet")
                     next_part += 1
                     idle.append(actor)
                     progress.advance(bar, len(chunk))

@@ -124,6 +124,8 @@ class RewardConfig:
     ill_formed: float = knob(-0.1, "Added when a turn is ill formed (unclosed block, no answer).")
     too_many_turns: float = knob(-0.1, "Added when the episode takes more than max_turns_unpenalized turns.")
     max_turns_unpenalized: int = knob(6, "Turns allowed before the turn-count penalty applies.")
+    partial_credit: bool = knob(False, "Scale `correct` by the verifier's graded score in [0, 1] (some Reasoning-Gym verifiers grade near misses); off, as in the paper: `correct` for a fully right answer, 0 otherwise.")
+    max_answer_chars: int = knob(50000, "An answer longer than this many characters scores 0 without reaching the verifier (runaway output); the longest gold answers are palindrome_partitioning's, up to about 10,000, the rest under 1,000.")
 
 
 @dataclass
@@ -300,7 +302,7 @@ POSITIVE = {
     "run.steps", "run.prompts_per_step", "run.checkpoint_every",
     "synthesis.instances_per_task", "synthesis.max_per_task", "synthesis.concurrency", "synthesis.shard_size",
     "synthesis.max_tokens", "sft.epochs", "sft.batch_size", "sft.lr", "sft.max_seq_len", "profile.samples_per_style",
-    "profile.chunk_size", "serve.num_replicas", "serve.num_cpus", "serve.max_ongoing_requests", "serve.max_n",
+    "profile.chunk_size", "reward.max_answer_chars", "serve.num_replicas", "serve.num_cpus", "serve.max_ongoing_requests", "serve.max_n",
 }
 
 

@@ -13,6 +13,10 @@ Rules for what a model actually writes:
   one wins (the model's final word); an answer written before a code block ends the
   episode there and the code is not run (the rollout stops generation at the answer).
 - An unclosed block at the length limit is not run; the turn is ill formed.
+- An answer ends where the run of closing-marker characters ends (`<<<) >>>>` answers
+  `) >`). Generation stops at the first `>>>`, so in a rollout an answer that itself ends
+  in `>` needs a space before the marker (`<<<) > >>>`); tasks whose answers can end in
+  `>` say so in their question.
 """
 
 from __future__ import annotations
@@ -130,15 +134,40 @@ def _outside_code(text: str, cfg: ProtocolConfig) -> str:
 
 
 def find_answers(text: str, cfg: ProtocolConfig) -> list[str]:
-    """Every <<<answer>>> outside code blocks, in order, stripped."""
-    pattern = re.compile(re.escape(cfg.answer_open) + r"(.*?)" + re.escape(cfg.answer_close), re.S)
-    return [m.group(1).strip() for m in pattern.finditer(_outside_code(text, cfg))]
+    """Every <<<answer>>> outside code blocks, in order, stripped.
+
+    An answer may itself end in the closing marker's character: when the marker is a run
+    of one character (`>>>`), the answer ends where the whole run ends, so `<<<) >>>>` is
+    `) >` (a Dyck-language answer), not `) `. Nested markers stay in the payload
+    (`<<<<<<a>>>>>>` is `<<<a>>>`), where a verifier sees a wrong answer.
+    """
+    ao, ac = cfg.answer_open, cfg.answer_close
+    run_char = ac[0] if ac and ac == ac[0] * len(ac) else None
+    text = _outside_code(text, cfg)
+    out, pos = [], 0
+    while (start := text.find(ao, pos)) != -1:
+        close = text.find(ac, start + len(ao))
+        if close == -1:
+            break
+        end = close + len(ac)
+        while run_char is not None and end < len(text) and text[end] == run_char:
+            end += 1
+        out.append(text[start + len(ao) : end - len(ac)].strip())
+        pos = end
+    return out
 
 
 def extract_answer(text: str, cfg: ProtocolConfig | None = None) -> str | None:
     """The final answer of a response: the last <<<...>>> outside code, or None."""
     answers = find_answers(text, cfg or ProtocolConfig())
     return answers[-1] if answers else None
+
+
+def format_answer(answer: str, cfg: ProtocolConfig) -> str:
+    """`answer` as a final answer; one ending in the closing marker's character gets a space
+    before the marker, so a rollout that stops at the first marker reads it whole."""
+    gap = " " if cfg.answer_close and answer.endswith(cfg.answer_close[0]) else ""
+    return f"{cfg.answer_open}{answer}{gap}{cfg.answer_close}"
 
 
 def answer_before_code(text: str, cfg: ProtocolConfig) -> bool:
@@ -177,9 +206,11 @@ def last_turn_notice(cfg: ProtocolConfig) -> str:
 
 
 def is_well_formed(turn_text: str, cfg: ProtocolConfig, final: bool) -> bool:
-    """A turn is well formed when its blocks are closed and (for the last turn) it answers once."""
+    """A turn is well formed when its blocks are closed and (for the last turn) it gives one
+    non-empty answer: an empty <<<>>> is no answer."""
     if has_unclosed_block(turn_text, cfg):
         return False
     if final:
-        return len(find_answers(turn_text, cfg)) == 1
+        answers = find_answers(turn_text, cfg)
+        return len(answers) == 1 and answers[0] != ""
     return find_code_block(turn_text, cfg) is not None

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
-from r1ci import protocol
+from r1ci import protocol, rewards
 from r1ci.config import Config, ProtocolConfig, SynthesisConfig
 from r1ci.errors import MissingInput
 from r1ci.rollout import exec_note, prompt_ids, rollout, sampling_from_config
@@ -54,10 +54,6 @@ def observation_of(result: ExecResult, cfg: Config) -> str:
 def code_turn(text: str, code: str, cfg: ProtocolConfig) -> str:
     """Model text that ends with one closed code block (where the rollout stops a turn)."""
     return f"{text}\n{cfg.code_open}\n{code.rstrip()}\n{cfg.code_close}\n"
-
-
-def answer_text(answer: str, cfg: ProtocolConfig) -> str:
-    return f"{cfg.answer_open}{answer}{cfg.answer_close}"
 
 
 # -- offline scripted teacher --------------------------------------------------------------
@@ -135,7 +131,7 @@ class ScriptedTeacher:
             reasoning = getattr(task, "reference_reasoning", lambda _: None)(instance)
             if not reasoning or instance.answer is None:
                 return None
-            return Episode([Turn(text=f"{reasoning.rstrip()}\n{answer_text(instance.answer, self.proto)}")], instance.answer, "text")
+            return Episode([Turn(text=f"{reasoning.rstrip()}\n{protocol.format_answer(instance.answer, self.proto)}")], instance.answer, "text")
         code = task.reference_solution(instance)
         if not code:
             return None
@@ -159,7 +155,7 @@ class ScriptedTeacher:
                 intro, variant = fix_text, "self_correction"
                 break
         turns.append(Turn(text=code_turn(intro, code, self.proto), code=code, observation=observation_of(result, self.full)))
-        turns.append(Turn(text=f"{rng.choice(_CONCLUSIONS)}\n{answer_text(answer, self.proto)}"))
+        turns.append(Turn(text=f"{rng.choice(_CONCLUSIONS)}\n{protocol.format_answer(answer, self.proto)}"))
         return Episode(turns, answer, variant)
 
 
@@ -400,15 +396,11 @@ class SynthesisRun:
             return None, "skipped"
         if episode.answer is None:
             return None, "no_answer"
-        try:
-            verdict = float(task.score(episode.answer, instance))
-        except Exception:  # a verifier that raises rejects the answer
-            verdict = 0.0
-        if verdict < 1.0:
-            return None, "wrong"
         traj = to_trajectory(self.tokenizer, instance, style, episode, self.full)
-        traj.reward, traj.correct = verdict, True
-        row = traj.to_row()
+        parts = rewards.score(traj, task, instance, self.full.reward, self.full.protocol)  # judged as RL judges it
+        if not parts.correct:
+            return None, "wrong"
+        row = rewards.assign(traj, parts).to_row()
         row.update(weight=weight_of(episode.variant, traj.code_calls, self.cfg), variant=episode.variant, teacher=self.teacher.name)
         return row, "kept"
 

@@ -93,3 +93,33 @@ def test_every_string_is_configurable():
     assert p.find_code_block(text, cfg).code == "print(5)"
     assert p.extract_answer("x [[5]]", cfg) == "5"
     assert p.format_observation("5", "", cfg).startswith("OUT:\n")
+
+
+def test_an_answer_ending_in_the_closing_character_is_read_whole():
+    assert p.extract_answer("<<<) >>>>", CFG) == ") >"  # a Dyck answer, not ') '
+    assert p.extract_answer("first <<<] >>>> then <<<> >>>>", CFG) == "> >"
+    assert p.find_answers("<<<<<<a>>>>>>", CFG) == ["<<<a>>>"]  # nested markers stay: a verifier rejects them
+    assert p.extract_answer("<<<a>>>>b>>>", CFG) == "a>"  # the run ends the answer, not the last marker
+
+
+def test_format_answer_leaves_room_for_a_stop_at_the_first_marker():
+    assert p.format_answer(") >", CFG) == "<<<) > >>>"
+    assert p.format_answer("42", CFG) == "<<<42>>>"
+    for answer in (") >", "42", "] ] >"):
+        text = p.format_answer(answer, CFG)
+        cut = text[: text.index(">>>") + 3]  # where a rollout stops generating
+        assert p.extract_answer(cut, CFG) == answer
+
+
+def test_an_empty_answer_is_not_a_well_formed_last_turn():
+    assert p.extract_answer("<<<>>>", CFG) == ""
+    assert not p.is_well_formed("<<<>>>", CFG, final=True)
+    assert not p.is_well_formed("<<<   >>>", CFG, final=True)
+    assert p.is_well_formed("<<<0>>>", CFG, final=True)
+
+
+def test_extraction_survives_megabytes_and_binary_text():
+    huge = "x" * 3_000_000
+    assert p.extract_answer(f"{huge}<<<{huge}>>>", CFG) == huge
+    assert p.extract_answer("<<<" + huge, CFG) is None  # never closed
+    assert p.extract_answer("\x00\xff<<<\x00\ud800>>>", CFG) == "\x00\ud800"

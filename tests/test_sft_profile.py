@@ -22,6 +22,18 @@ def load_job(name: str):
     return module
 
 
+def test_profile_judges_answers_as_rl_does_with_the_runs_protocol():
+    from r1ci.tasks import generate_instances
+    from r1ci.trajectory import Trajectory, Turn
+
+    profile = load_job("profile_samples")
+    inst = generate_instances("toy_run_code", 0, 1)[0]
+    cfg = load_config(None, ['protocol.answer_open="[["', 'protocol.answer_close="]]"'])
+    said = lambda text: Trajectory(inst.task, inst.id, "g", [], turns=[Turn(text)])  # noqa: E731
+    answers = [said(f"[[{inst.answer}]]"), said(f"<<<{inst.answer}>>>"), said("[[0]]"), said(f"[[{inst.answer} or 0]]")]
+    assert profile.outcomes(answers, {inst.id: inst}, cfg) == {inst.id: [True, False, False, False]}
+
+
 def test_lr_schedule_warms_up_then_decays_to_the_floor():
     cfg = SFTConfig(lr=1.0, warmup_fraction=0.2, min_lr_ratio=0.1, lr_schedule="cosine")
     lrs = [lr_at(s, 10, cfg) for s in range(10)]

@@ -10,14 +10,17 @@ import os
 import re
 import subprocess
 import sys
+from fractions import Fraction
 
 import pytest
 
 from r1ci.tasks.base import KINDS, Instance, Task
 from r1ci.tasks.symbench import SYMBENCH_TASKS
 from r1ci.tasks.symbench.arithmetic import Game24
-from r1ci.tasks.symbench.constraints import EightQueens, StandardSudoku, queen_solutions
-from r1ci.tasks.symbench.planning import Blocksworld, BoxLift, BoxNet, PathPlan
+from r1ci.tasks.symbench.constraints import EightQueens, LogicPuzzle, StandardSudoku, queen_solutions
+from r1ci.tasks.symbench.grids import Game2048, MatrixTransformation, solve_2048
+from r1ci.tasks.symbench.planning import PATH_WALLS, Blocksworld, BoxLift, BoxNet, PathPlan
+from r1ci.tasks.symbench.word_problems import Geometry, Gsm
 
 PAPER_NAMES = {
     "permutations_and_combinations", "logical_equation", "combinatorial_calculation", "eight_queens", "pooling",
@@ -200,14 +203,84 @@ def test_generation_does_not_depend_on_the_process_hash_seed():
     assert len(digests) == 1 and len(digests.pop()) == 65
 
 
-def test_path_plan_accepts_any_shortest_route_and_rejects_walls_and_jumps():
+def test_path_plan_judges_trajectories_by_the_boxes_they_touch_as_symbench_does():
     task = PathPlan()
-    inst = _instance(task, {"grid": ["...", ".#.", "..."], "start": [0, 0], "goals": [[2, 2]], "max_moves": 4})
-    assert task.score("[[0,0],[0,1],[0,2],[1,2],[2,2]]", inst) == 1.0
-    assert task.score("[(0, 0), (1, 0), (2, 0), (2, 1), (2, 2)]", inst) == 1.0
-    assert task.score("[[0,0],[0,1],[1,1],[2,1],[2,2]]", inst) == 0.0  # through the wall
-    assert task.score("[[0,0],[1,1],[2,2]]", inst) == 0.0  # diagonal steps
-    assert task.score("[[0,0],[0,1],[0,2],[1,2]]", inst) == 0.0  # goal not reached
+    data = {"walls": PATH_WALLS, "boxes": {"green": [0.2, 0.7, 0.8, 1.2], "blue": [-0.5, 0.5, -0.5, 0.5]},
+            "start": [-1.3, -1.3], "end": [1.3, 1.3], "visit": ["green"], "avoid": ["blue"]}  # fmt: skip
+    inst = _instance(task, data)
+    assert task.score("[(-1.3, -1.3), (-1.3, 1.0), (1.3, 1.3)]", inst) == 1.0  # crosses green on the way
+    assert task.score("[[-1.30, -1.3], [-1.3, 1], [1.3, 1.30]]", inst) == 1.0  # any list format
+    assert task.score("[(-1.3, -1.3), (1.3, 1.3)]", inst) == 0.0  # straight through blue, misses green
+    assert task.score("[(-1.3, -1.3), (-1.3, 1.0), (1.2, 1.2)]", inst) == 0.0  # stops short of the end
+    assert task.score("[(-1.3, -1.3), (-1.3, 1.45), (1.3, 1.3)]", inst) == 0.0  # touches the top wall
+    assert task.score("[(-1.3, -1.3), (0.5, -0.6), (0.6, 0.8), (1.3, 1.3)]", inst) == 1.0
+    assert task.score("[(-1.3, -1.3), (0.5, -0.5), (0.6, 0.8), (1.3, 1.3)]", inst) == 0.0  # grazes blue's corner
+    corner = dataclasses.replace(inst, data={**data, "end": [0.2, 0.8]})  # ending on green's corner enters it
+    assert task.score("[(-1.3, -1.3), (-1.3, 0.8), (0.2, 0.8)]", corner) == 1.0
+
+
+def test_2048_moves_one_number_along_the_steps_as_symbench_does():
+    task = Game2048()
+    # SymBench's sample 0: (1, 2) holds 16; 'd' is blocked by the 2, 'l' slides into the empty cell
+    data = {"grid": [[0, 16], [4, 2]], "start": [0, 1], "moves": "dl"}
+    inst = dataclasses.replace(_instance(task, data), answer=solve_2048(data))
+    assert inst.answer == "[[16, 0], [4, 2]]"
+    assert task.score("16, 0\n4, 2", inst) == 1.0  # SymBench's own answer format
+    assert task.score("[[16, 0], [4, 2]]", inst) == 1.0
+    assert task.score("[[16, 0, 4, 2]]", inst) == 0.0  # same numbers, wrong shape
+    merged = {"grid": [[2, 2, 4], [0, 0, 0], [0, 0, 0]], "start": [0, 0], "moves": "rrd"}
+    assert solve_2048(merged) == "[[0, 0, 0], [0, 0, 8], [0, 0, 0]]"  # 2+2 -> 4, then 4+4 -> 8 moves on down
+
+
+def test_logic_puzzle_accepts_any_selection_that_meets_the_symbench_rules():
+    task = LogicPuzzle()
+    grid = [[3, -2, 5], [-4, 1, -6], [2, -3, 4]]  # the first pick is (0, 2), value 5
+    inst = _instance(task, {"grid": grid, "select": 4, "rule": "product_gt_0"})
+    assert task.score("0 2, 1 1, 2 0, 2 2", inst) == 1.0  # 5, 1, 2, 4: all positive
+    assert task.score("[[0, 2], [0, 0], [1, 1], [2, 0]]", inst) == 1.0  # 5, 3, 1, 2
+    assert task.score("0 2, 1 1, 2 0", inst) == 0.0  # three cells, four asked
+    assert task.score("0 0, 1 1, 2 0, 2 2", inst) == 0.0  # the first pick is missing
+    assert task.score("0 2, 0 1, 1 1, 2 0", inst) == 0.0  # row 0: 5 * -2 < 0
+    assert task.score("0 2, 1 0, 1 2, 0 0", inst) == 0.0  # rows are positive, but column 2: 5 * -6 < 0
+    same = _instance(task, {"grid": [[1, 2], [2, 1]], "select": 3, "rule": "sum_le_4"})
+    assert task.score("0 1, 1 1, 0 0", same) == 0.0  # values 2, 1, 1 are not three different numbers
+    assert task.score("0 1, 1 0, 1 1", same) == 0.0  # sums are fine, but the values 2, 2, 1 repeat
+    for inst in task.generate(0, 30, difficulty=6):  # up to SymBench's 10x10 grid with 25 picks
+        assert task.score(inst.answer, inst) == 1.0
+
+
+def test_grid_answers_of_the_wrong_shape_are_wrong():
+    task = MatrixTransformation()
+    inst = _instance(task, {"grid": [["A", "B", "C"], ["D", "E", "F"]], "ops": ["transpose"]})
+    inst = dataclasses.replace(inst, answer=task.solve(inst.data))
+    assert inst.answer == "['AD', 'BE', 'CF']"
+    for good in ("['AD', 'BE', 'CF']", '["ad", "be", "cf"]', "[['A', 'D'], ['B', 'E'], ['C', 'F']]", "AD\nBE\nCF"):
+        assert task.score(good, inst) == 1.0, good
+    for bad in ("['ADB', 'ECF']", "['ADBECF']", "ADBECF", "['AD', 'BE']"):
+        assert task.score(bad, inst) == 0.0, bad
+
+
+def test_numbers_asked_to_two_decimals_must_round_to_the_gold():
+    geometry, gsm = Geometry(), Gsm()
+    inst = next(i for i in geometry.generate(0, 60) if i.data["template"] == "circle_area")
+    gold = Fraction(inst.answer)
+    assert geometry.score(inst.answer, inst) == 1.0 and geometry.score(str(gold + Fraction(3, 1000)), inst) == 1.0
+    assert geometry.score(str(gold + Fraction(1, 100)), inst) == 0.0 and geometry.score(str(gold - Fraction(1, 100)), inst) == 0.0
+    cents = next(i for i in gsm.generate(0, 60) if i.data["template"] == "discount")
+    assert gsm.score(f"${cents.answer}", cents) == 1.0 and gsm.score(str(Fraction(cents.answer) + Fraction(1, 100)), cents) == 0.0
+    whole = next(i for i in gsm.generate(0, 60) if i.data["template"] == "trip")
+    assert gsm.score(whole.answer + ".01", whole) == 0.0  # a whole number asked: exact
+
+
+def test_word_problems_never_ask_ill_posed_questions():
+    for inst in Gsm().generate(0, 400) + Gsm().generate(0, 100, difficulty=3):
+        if inst.data["template"] == "defects":  # toys come whole
+            assert "/" not in inst.answer, inst.question
+    for inst in Geometry().generate(0, 400):
+        if inst.data["template"] == "triangle_area":  # no collinear vertices
+            assert inst.answer != "0", inst.question
+        if inst.data["template"] == "distance":
+            assert inst.answer != "0.00", inst.question
 
 
 def test_boxlift_accepts_other_team_choices_and_rejects_overloads():

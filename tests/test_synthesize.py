@@ -11,7 +11,9 @@ import pytest
 
 from r1ci.config import load_config
 from r1ci.synthesis import EndpointTeacher, ShardWriter, SynthesisRun, read_rows
-from r1ci.tasks import generate_instances, get_task, score_answer
+from r1ci import rewards
+from r1ci.tasks import generate_instances, get_task
+from r1ci.trajectory import Trajectory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 from synthesize import synthesize  # noqa: E402
@@ -39,13 +41,15 @@ def executor():
 def test_offline_teacher_writes_verified_trajectories_with_masked_observations(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    counts = synthesize(_cfg(tiny_model_dir, tmp_path / "sft"), show_progress=False)
+    cfg = _cfg(tiny_model_dir, tmp_path / "sft")
+    counts = synthesize(cfg, show_progress=False)
     rows = read_rows(tmp_path / "sft")
     assert counts["kept"] == len(rows) == 8 and counts["variant/self_correction"] >= 1
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     for row in rows:
         inst = generate_instances(row["task"], 1, 6)[int(row["sample_id"].rsplit("/", 1)[1])]
-        assert score_answer(row["task"], row["answer"], inst) == 1.0
+        assert rewards.score(Trajectory.from_row(row), get_task(row["task"]), inst, cfg.reward, cfg.protocol).correct
+        assert row["correct"] and row["reward"] == cfg.reward.correct + cfg.reward.well_formed
         turns = json.loads(row["turns"])
         observations = "".join(t["observation"] for t in turns if t["observation"])
         masked = [i for i, m in zip(row["response_ids"], row["loss_mask"]) if m == 0]

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from r1ci.config import ModelConfig
+from r1ci import rewards
+from r1ci.config import ModelConfig, ProtocolConfig, RewardConfig
 from r1ci.tasks import (
     SPLIT_VERSION,
     UnknownTaskError,
@@ -26,12 +27,13 @@ from r1ci.tasks import (
     get_task,
     list_tasks,
     resolve_task_names,
-    score_answer,
     suite_names,
 )
 from r1ci.tasks.answers import parse_number
+from r1ci.tasks.bbh import BIGBENCH_SPECS
 from r1ci.tasks.split import TEST_TASKS
 from r1ci.tasks.toy import run_program
+from r1ci.trajectory import Trajectory, Turn
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_DATA = ROOT / "tests" / "fixtures"
@@ -78,6 +80,13 @@ def corrupt(answer: str, validated: bool = False) -> str:
     return s[:i] + (new.upper() if c.isupper() else new) + s[i + 1 :]
 
 
+def correct(name: str, response: str, inst) -> bool:
+    """RL's verdict (`rewards.score`) on a response, or on a bare answer written as <<<answer>>>."""
+    text = response if "<<<" in response else f"<<<{response}>>>"
+    traj = Trajectory(name, inst.id, "g", [], turns=[Turn(text)])
+    return rewards.score(traj, get_task(name), inst, RewardConfig(), ProtocolConfig()).correct
+
+
 def reference_answer(name: str, inst) -> str | None:
     program = get_task(name).reference_solution(inst)
     return run_program(program) if program else None
@@ -112,14 +121,13 @@ def test_task_generates_deterministically_and_verifies_gold(name):
         ref = reference_answer(name, inst)
         gold = inst.answer if inst.answer is not None else ref
         assert gold is not None, f"{inst.id}: neither a gold answer nor a reference solution"
-        assert score_answer(name, gold, inst) == 1.0, f"{inst.id}: gold {gold!r} rejected"
-        assert score_answer(name, f"Done.\n<<<{gold}>>>", inst) == 1.0
+        assert correct(name, gold, inst), f"{inst.id}: gold {gold!r} rejected"
+        assert correct(name, f"Done.\n<<<{gold}>>>", inst)
         if ref is not None:
-            assert score_answer(name, ref, inst) == 1.0, f"{inst.id}: reference output {ref!r} rejected"
+            assert correct(name, ref, inst), f"{inst.id}: reference output {ref!r} rejected"
         bad = corrupt(re.sub(r"^<<<(.*)>>>$", r"\1", gold.strip(), flags=re.S), validated=inst.answer is None or name in MANY_RIGHT_ANSWERS)
-        assert score_answer(name, bad, inst) < 1.0, f"{inst.id}: corrupted {bad!r} accepted (gold {gold!r})"
-        assert score_answer(name, None, inst) == 0.0
-        assert score_answer(name, "", inst) < 1.0
+        assert not correct(name, bad, inst), f"{inst.id}: corrupted {bad!r} accepted (gold {gold!r})"
+        assert not correct(name, "", inst) and not correct(name, "no answer given", inst)
 
 
 # A sample of generators cheap enough to ask for 200: the procedural BBH tasks, the toy,
@@ -178,24 +186,45 @@ def test_toy_task_is_reachable_but_not_in_the_suite():
 
 def test_score_reads_the_last_answer_of_a_response_and_survives_garbage():
     inst = generate_instances("prime_factorization", 0, 1)[0]
-    assert score_answer("prime_factorization", f"<<<1>>> then fixed: <<<{inst.answer}>>>", inst) == 1.0
-    assert score_answer("prime_factorization", "<<<no idea>>>", inst) == 0.0  # its verifier raises here
-    assert score_answer("prime_factorization", "no answer marker at all ><", inst) == 0.0
+    assert correct("prime_factorization", f"<<<1>>> then fixed: <<<{inst.answer}>>>", inst)
+    assert not correct("prime_factorization", "<<<no idea>>>", inst)  # its verifier raises here
+    unmarked = Trajectory("prime_factorization", inst.id, "g", [], turns=[Turn(f"The answer is {inst.answer}.")])
+    assert not rewards.score(unmarked, get_task("prime_factorization"), inst, RewardConfig(), ProtocolConfig()).correct
 
 
-def test_bbh_choice_answers_are_lenient_about_format():
+def test_bbh_choice_answers_are_lenient_about_format_and_reject_hedges():
     inst = generate_instances("date_understanding", 0, 1)[0]
     letter, option = inst.data["letter"], inst.data["option"]
-    for good in (letter, f"({letter})", f"({letter}) {option}", option, f"{letter.lower()}"):
-        assert score_answer("date_understanding", good, inst) == 1.0, good
     other = "A" if letter != "A" else "B"
-    assert score_answer("date_understanding", other, inst) == 0.0
+    for good in (letter, f"({letter})", f"({letter}) {option}", option, f"{letter.lower()}", f"Option {letter}.", f"'{letter}'"):
+        assert correct("date_understanding", good, inst), good
+    for bad in (other, f"({letter}) or ({other})", f"({other}) or ({letter})", f"{letter}, {other}", f"({letter}) {inst.data['options'][ord(other) - 65]}"):
+        assert not correct("date_understanding", bad, inst), bad
 
 
 def test_bbh_dyck_is_strict_about_symbols_not_spacing():
     inst = generate_instances("dyck_languages", 0, 1)[0]
-    assert score_answer("dyck_languages", "  ".join(inst.answer.split()), inst) == 1.0
-    assert score_answer("dyck_languages", inst.answer + " )", inst) == 0.0
+    for good in ("  ".join(inst.answer.split()), inst.answer.replace(" ", ""), f"{inst.answer}.", f'"{inst.answer}"'):
+        assert correct("dyck_languages", good, inst), good
+    assert not correct("dyck_languages", inst.answer + " )", inst)
+    assert "put a space before the closing >>>" in inst.question
+
+
+def test_dyck_answers_ending_in_angle_brackets_are_read_whole():
+    inst = next(i for i in get_task("dyck_languages").generate(0, 50) if i.answer.endswith(">"))
+    assert correct("dyck_languages", f"So: <<<{inst.answer}>>>", inst)  # '<<<) >>>>' reads ') >'
+    assert correct("dyck_languages", f"<<<{inst.answer} >>>", inst)
+    assert not correct("dyck_languages", f"<<<{inst.answer[:-1]}>>>", inst)
+
+
+def test_colored_objects_keeps_counting_questions_with_word_options():
+    insts = get_task("reasoning_about_colored_objects").generate(0, 200)
+    counting = [i for i in insts if "how many" in i.question.lower()]
+    assert counting, "counting questions are part of the task"
+    for inst in counting:
+        assert "(A) zero" in inst.question and "\n(B) one" in inst.question
+        assert correct("reasoning_about_colored_objects", inst.data["option"], inst)  # the number word
+        assert correct("reasoning_about_colored_objects", inst.answer, inst)
 
 
 def test_bbh_without_data_says_how_to_fetch(monkeypatch, tmp_path):
@@ -223,6 +252,10 @@ def test_bbh_on_real_bigbench_data(monkeypatch):
         assert all(get_task(info.name).score(i.answer, i) == 1.0 for i in insts[:50]), info.name
     q = generate_instances("hyperbaton", 0, 1)[0].question
     assert q.startswith("Which sentence has the correct adjective order:\nOptions:\n(A) ")
+    listed = subprocess.run([sys.executable, str(ROOT / "jobs" / "data.py"), "list", "--json"], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "R1CI_DATA_DIR": str(REAL_DATA)}, timeout=120)  # fmt: skip
+    short = {r["name"]: r["pool_size"] for r in json.loads(listed.stdout) if r["note"]}
+    assert short == SMALL_SOURCES  # said, not silently repeated
 
 
 # --------------------------------------------------------------------------- export and CLI
@@ -255,7 +288,11 @@ def test_data_list_json_prints_144_tasks():
     out = _run_data("list", "--json")
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
-    assert len(rows) == 144 and all(set(r) == {"name", "family", "split", "kind"} for r in rows)
+    assert len(rows) == 144 and all(set(r) == {"name", "family", "split", "kind", "pool_size", "note"} for r in rows)
+    small = {r["name"]: r for r in rows if r["pool_size"] is not None}
+    assert set(small) == set(BIGBENCH_SPECS) and all(r["family"] == "bbh" for r in small.values())
+    assert "only 5 distinct questions" in small["snarks"]["note"]  # the fixture's pools are tiny
+    assert all(r["pool_size"] is None and r["note"] == "" for r in rows if r["family"] != "bbh")
     assert {r["family"] for r in rows} == {"symbench", "bbh", "reasoning_gym"}
     assert {r["split"] for r in rows} == {"train", "test"} and {r["kind"] for r in rows} == {"execution", "planning", "reasoning"}
 
@@ -295,3 +332,39 @@ def test_generation_is_identical_across_processes():
     digests = {p.communicate(timeout=120)[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs)
     assert len(digests) == 1 and len(digests.pop()) == 64
+
+
+# --------------------------------------------------------------------------- Reasoning-Gym, tightened
+
+
+def _first(name: str, where=lambda inst: True, n: int = 60):
+    return next(i for i in generate_instances(name, 0, n) if where(i))
+
+
+def test_reasoning_gym_near_misses_get_no_credit():
+    """The issue's examples: the package gives these full or partial credit; RL gets 0."""
+    word = _first("spell_backward")
+    assert correct("spell_backward", word.answer, word) and not correct("spell_backward", word.answer + word.answer[-1], word)
+    jumble = _first("letter_jumble")
+    assert not correct("letter_jumble", jumble.answer + " and more words", jumble)
+    certain = _first("coin_flip", lambda i: i.answer == "1", n=200)
+    assert correct("coin_flip", "1", certain) and correct("coin_flip", "1.0", certain) and not correct("coin_flip", "11", certain)
+    three = _first("gcd", lambda i: i.answer == "3", n=400)
+    assert get_task("gcd").score("13", three) == 0.0  # the package's substring rule gives 0.5
+    days = _first("time_intervals", lambda i: i.answer.endswith(" days"), n=400)
+    off = f"{int(days.answer.split()[0]) + 1} days"
+    assert get_task("time_intervals").score(off, days) < 1.0 and not correct("time_intervals", off, days)
+    partial = RewardConfig(partial_credit=True)  # the graded score is still there for those who ask
+    traj = Trajectory("time_intervals", days.id, "g", [], turns=[Turn(f"<<<{off}>>>")])
+    assert 0.0 < rewards.score(traj, get_task("time_intervals"), days, partial, ProtocolConfig()).correctness < 1.0
+
+
+def test_reasoning_gym_answers_are_never_run_as_code(tmp_path):
+    marker = tmp_path / "ran"
+    payload = f"__import__('pathlib').Path({str(marker)!r}).write_text('x')"
+    for name in ("polynomial_multiplication", "simple_integration", "countdown", "binary_matrix", "spiral_matrix", "n_queens"):
+        inst = generate_instances(name, 0, 1)[0]
+        assert get_task(name).score(payload, inst) == 0.0 and get_task(name).score("10**10**10", inst) == 0.0
+    assert not marker.exists()
+    poly = generate_instances("polynomial_multiplication", 0, 1)[0]
+    assert correct("polynomial_multiplication", poly.answer, poly)  # a real polynomial still reaches sympy

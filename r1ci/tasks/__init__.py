@@ -1,8 +1,8 @@
 """The task registry: the 144 suite tasks (SymBench 33, BIG-Bench-Hard 27, Reasoning-Gym 84) by name.
 
 Everything else asks here: `get_task` for a task object, `list_tasks` for name/family/
-split/kind, `generate_instances` for (cached) instances and `score_answer` for a verdict on
-a model's response. Toy tasks (`r1ci.tasks.toy`) are reachable by name but are not part
+split/kind and `generate_instances` for (cached) instances; a model's response is judged by
+`r1ci.rewards.score`, the one scoring function. Toy tasks (`r1ci.tasks.toy`) are reachable by name but are not part
 of the suite listings.
 """
 
@@ -28,7 +28,6 @@ __all__ = [
     "get_task",
     "list_tasks",
     "resolve_task_names",
-    "score_answer",
     "suite_names",
 ]
 
@@ -130,22 +129,3 @@ def _instances(name: str, seed: int, n: int, difficulty: int) -> tuple[Instance,
 def generate_instances(name: str, seed: int, n: int, difficulty: int = 1) -> list[Instance]:
     """`n` instances of task `name` from `seed` (cached per process; the same every time)."""
     return list(_instances(name, seed, n, difficulty))
-
-
-def score_answer(name: str, response_or_answer: str | None, instance: Instance) -> float:
-    """Verdict in [0, 1] on a full response (its last <<<...>>> is used) or on a bare answer.
-
-    A verifier that raises scores 0: a malformed answer is a wrong answer.
-    """
-    from r1ci.config import ProtocolConfig
-    from r1ci.protocol import extract_answer
-
-    if response_or_answer is None:
-        return 0.0
-    cfg = ProtocolConfig()
-    text = response_or_answer
-    answer = extract_answer(text, cfg) if cfg.answer_open in text else text.strip()
-    try:
-        return float(get_task(name).score(answer, instance))
-    except Exception:
-        return 0.0

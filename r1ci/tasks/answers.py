@@ -1,21 +1,28 @@
-"""Answer comparison shared by every task family: lenient where the format allows, strict where not.
+"""Answer comparison shared by every task family: lenient about format, exact about content.
 
 A verifier gets the payload of <<<...>>> as the model wrote it. Formatting that carries no
-meaning (spacing, case, a trailing full stop, quotes, list brackets, 1/2 versus 0.5) must
-not decide the reward; content must. Tasks whose format is the answer (a bracket
-sequence, a sorted word list) call `same_text(..., case=True)` or compare exactly.
+meaning (spacing, case, a trailing full stop, surrounding quotes, list brackets and list
+spacing, 1/2 versus 0.5) must not decide the reward; content must. So numbers compare
+exactly unless the question states a precision (then within half a unit of it), a
+multiple-choice answer names one option and nothing else, and a list must have exactly the
+gold items. Tasks whose format is the answer (a bracket sequence) compare their symbols.
 """
 
 from __future__ import annotations
 
-import math
+import ast
+import json
 import re
 from fractions import Fraction
+from typing import Any
 
 _SPACE = re.compile(r"\s+")
 _TRAILING = ".,;:!"
 _QUOTES = "\"'`"
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_MAX_EXPONENT = 400  # 1e400 is no answer to any task; Fraction("1e99999999") would take forever
+_MAX_DIGITS = 4000  # Python refuses to convert longer digit strings (and no answer is one)
+FLOAT_NOISE = Fraction(1, 10**14)  # relative error of a few float operations (0.1 + 0.2 -> 0.30000000000000004)
 
 
 def normalize_text(text: str, case: bool = False) -> str:
@@ -26,43 +33,90 @@ def normalize_text(text: str, case: bool = False) -> str:
     return s if case else s.lower()
 
 
-def parse_number(text: str) -> Fraction | float | None:
-    """A number written as an integer, decimal, fraction (3/4), percentage or with thousands commas.
-
-    Returns an exact Fraction where possible (so 1/3 equals 2/6), a float for inf/nan-free
-    scientific notation that does not fit, and None for anything that is not one number.
-    """
-    s = normalize_text(text).replace(" ", "").lstrip("$")
+def parse_number(text: str) -> Fraction | None:
+    """A number written as an integer, decimal, fraction (3/4), percentage, in scientific
+    notation or with thousands commas and a leading $, as an exact Fraction; None for
+    anything that is not one number (so 1/3 equals 2/6 and 0.5 equals 1/2)."""
+    s = normalize_text(text).replace(" ", "").replace("\u2212", "-").lstrip("$")
     if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?", s):
         s = s.replace(",", "")
     percent = s.endswith("%")
     if percent:
         s = s[:-1]
-    try:
-        if "/" in s:
-            num, den = s.split("/", 1)
-            if not (_NUMBER.match(num) and _NUMBER.match(den)) or float(den) == 0:
-                return None
-            value = Fraction(num) / Fraction(den)
-        elif _NUMBER.match(s):
-            value = Fraction(s)
-        else:
-            return None
-    except (ValueError, ZeroDivisionError):
+    parts = s.split("/")
+    if len(parts) > 2 or not all(_NUMBER.match(p) and _small_exponent(p) and len(p) <= _MAX_DIGITS for p in parts):
         return None
+    value = Fraction(parts[0])
+    if len(parts) == 2:
+        den = Fraction(parts[1])
+        if den == 0:
+            return None
+        value /= den
     return value / 100 if percent else value
 
 
-def same_number(answer: str, gold: str, rel_tol: float = 1e-6) -> bool:
-    """True when both parse as numbers that agree to `rel_tol` (relative); integers must be equal."""
+def _small_exponent(number: str) -> bool:
+    m = re.search(r"[eE]([+-]?\d+)$", number)
+    return m is None or abs(int(m.group(1))) <= _MAX_EXPONENT
+
+
+def same_number(answer: str, gold: str, decimals: int | None = None) -> bool:
+    """Both are numbers with the same value, or, when the question asks for `decimals`
+    decimal places, the answer is within half a unit of that place of the (rounded) gold:
+    for 2 decimals, 3.14 and 3.1416 match 3.14, and 3.15 and 3.1 do not.
+
+    Without a stated precision the values must be equal, up to float noise (FLOAT_NOISE,
+    relative) when either is not an integer; two integers must be equal exactly.
+    """
     a, g = parse_number(answer), parse_number(gold)
-    if a is None or g is None:
-        return False
+    return a is not None and g is not None and numbers_match(a, g, decimals)
+
+
+def numbers_match(a: Fraction, g: Fraction, decimals: int | None = None) -> bool:
+    """`same_number` on parsed values."""
+    if decimals is not None:
+        return abs(a - g) <= Fraction(1, 2 * 10**decimals)
     if a == g:
         return True
-    if isinstance(a, Fraction) and isinstance(g, Fraction) and a.denominator == g.denominator == 1:
+    return not (a.denominator == g.denominator == 1) and abs(a - g) <= abs(g) * FLOAT_NOISE
+
+
+def unwrap(text: str) -> str:
+    """The answer without surrounding spaces, quotes or backticks and without trailing full stops."""
+    s = str(text).strip()
+    while len(s) > 1 and s[0] == s[-1] and s[0] in _QUOTES:
+        s = s[1:-1].strip()
+    return s.rstrip(".").rstrip() or s
+
+
+def parse_literal(text: str) -> Any:
+    """A Python or JSON literal (list, dict, tuple, number, string) from answer text; raises
+    ValueError when there is none (deep nesting and overlong numbers included)."""
+    text = unwrap(text)
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        pass
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"not a literal: {exc}") from None
+
+
+def same_structure(answer: Any, gold: Any, abs_tol: Fraction = Fraction(0)) -> bool:
+    """Nested lists equal item by item at every level, so their shape counts ([[1, 2], [3, 4]]
+    is not [[1, 2, 3, 4]]); tuples count as lists, numbers compare exactly (or within
+    `abs_tol`) whether written as numbers or as strings, other items as normalized text."""
+    if isinstance(gold, (list, tuple)):
+        return isinstance(answer, (list, tuple)) and len(answer) == len(gold) and all(
+            same_structure(x, y, abs_tol) for x, y in zip(answer, gold)
+        )
+    if isinstance(answer, (list, tuple, dict, set)):
         return False
-    return math.isclose(float(a), float(g), rel_tol=rel_tol, abs_tol=1e-12)
+    a, g = parse_number(str(answer)), parse_number(str(gold))
+    if a is not None and g is not None:
+        return abs(a - g) <= abs_tol if abs_tol else numbers_match(a, g)
+    return normalize_text(str(answer)) == normalize_text(str(gold))
 
 
 def parse_list(text: str) -> list[str] | None:
@@ -82,7 +136,7 @@ def same_text(answer: str, gold: str, case: bool = False) -> bool:
 
 
 def same_answer(answer: str | None, gold: str, ordered: bool = True) -> bool:
-    """Lenient match of a free-form answer: text, then number, then list (item by item).
+    """Lenient match of a free-form answer: text, then exact number, then list (item by item).
 
     `ordered=False` compares lists as multisets (e.g. "the set of solutions").
     """
@@ -98,18 +152,26 @@ def same_answer(answer: str | None, gold: str, ordered: bool = True) -> bool:
     return all(x == y or same_number(x, y) for x, y in zip(a_items, g_items))
 
 
+# "(B)", "B", "B)", "B.", "Option B", "option (b)", "Answer: B"; group 1 is the letter, group 2 any text after it
+_CHOICE = re.compile(r"(?:(?:the\s+)?(?:answer|option)\s*(?:is\s*)?:?\s*)?\(?([A-Za-z])\)?(?:(?:[.):]|\s)\s*(.*))?", re.I | re.S)
+
+
 def choice_letter(answer: str) -> str | None:
-    """The option letter in '(B)', 'B', 'B)', '(b)', 'Option B' or 'B. text'; None otherwise."""
-    s = normalize_text(answer, case=True)
-    m = re.fullmatch(r"(?:option\s+)?\(?([A-Za-z])\)?(?:[.):]\s.*)?", s, flags=re.I)
-    return m.group(1).upper() if m else None
+    """The option letter of an answer that is only a letter ('(B)', 'B', 'b)', 'Option B'); None otherwise."""
+    m = _CHOICE.fullmatch(normalize_text(answer, case=True))
+    return m.group(1).upper() if m and not m.group(2) else None
 
 
 def same_choice(answer: str | None, letter: str, option_text: str) -> bool:
-    """A multiple-choice answer: the right letter, '(letter) text', or the option's own text."""
+    """A multiple-choice answer naming exactly the right option: its letter ('(B)', 'B'),
+    its text, or both ('(B) blue', 'B. blue'). Anything more is another claim, so a hedge
+    such as '(B) or (A)' or 'B, C' names no single option and is wrong."""
     if answer is None:
         return False
-    found = choice_letter(answer)
-    if found is not None:
-        return found == letter.upper()
-    return same_text(answer, option_text)
+    s = normalize_text(answer, case=True)
+    if same_text(s, option_text):
+        return True
+    m = _CHOICE.fullmatch(s)
+    if m is None or m.group(1).upper() != letter.upper():
+        return False
+    return not m.group(2) or same_text(m.group(2), option_text)

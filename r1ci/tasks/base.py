@@ -45,6 +45,10 @@ class Task:
         """Score in [0, 1] of the payload of <<<...>>> (already extracted); None scores 0."""
         raise NotImplementedError
 
+    def pool_size(self) -> int | None:
+        """Distinct questions the task has when source data fixes them (BBH), else None (generated)."""
+        return None
+
     def reference_solution(self, instance: Instance) -> str | None:
         """A Python program whose printed output is a correct answer, or None if there is none."""
         return None

@@ -26,6 +26,7 @@ from r1ci.tasks.answers import normalize_text, same_answer, same_choice, same_te
 from r1ci.tasks.base import Instance, Task
 
 FETCH_HINT = "python jobs/data.py fetch-bbh"
+NUMBER_WORDS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen".split()
 MIN_INSTANCES = 200  # the suite's per-task guarantee; smaller BIG-bench sources say so in metadata
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -68,6 +69,8 @@ class BigBenchSpec:
     split_options: str = ""  # regex that cuts inline options out of the input (hyperbaton, snarks)
     strict: bool = False  # free style: compare tokens exactly (case kept)
     strip_period: bool = False  # options end in "." in the source but not in BBH ("pink ball")
+    number_words: bool = False  # counts are listed twice ("3" and "three"); BBH's options are the words
+    note: str = ""  # a line after the question: what the BBH format leaves unsaid for our answer markers
 
 
 BIGBENCH_SPECS: dict[str, BigBenchSpec] = {
@@ -76,7 +79,10 @@ BIGBENCH_SPECS: dict[str, BigBenchSpec] = {
     ),
     "date_understanding": BigBenchSpec("date_understanding", "letters", shuffle=True),
     "disambiguation_qa": BigBenchSpec("disambiguation_qa", "letters", use_task_prefix=True, prefix="Sentence: "),
-    "dyck_languages": BigBenchSpec("dyck_languages", "free", use_task_prefix=True, prefix="Input: ", strict=True),
+    "dyck_languages": BigBenchSpec(
+        "dyck_languages", "free", use_task_prefix=True, prefix="Input: ", strict=True,
+        note="(If your answer ends with '>', put a space before the closing >>>.)",
+    ),
     "formal_fallacies": BigBenchSpec(
         "formal_fallacies_syllogisms_negation", "words", words={"valid": "valid", "invalid": "invalid"}
     ),
@@ -89,7 +95,7 @@ BIGBENCH_SPECS: dict[str, BigBenchSpec] = {
     "navigate": BigBenchSpec("navigate", "words", use_task_prefix=True, words={"True": "Yes", "False": "No"}),
     "object_counting": BigBenchSpec("object_counting", "free"),
     "penguins_in_a_table": BigBenchSpec("penguins_in_a_table", "letters", use_task_prefix=True),
-    "reasoning_about_colored_objects": BigBenchSpec("reasoning_about_colored_objects", "letters"),
+    "reasoning_about_colored_objects": BigBenchSpec("reasoning_about_colored_objects", "letters", number_words=True),
     "ruin_names": BigBenchSpec("ruin_names", "letters"),
     "salient_translation_error_detection": BigBenchSpec("salient_translation_error_detection", "letters", use_task_prefix=True),
     "snarks": BigBenchSpec("snarks", "letters", split_options=r"\(([ab])\) (.+?)(?= \([ab]\) |$)"),
@@ -155,6 +161,8 @@ def _build_example(spec: BigBenchSpec, task_prefix: str, example: dict) -> dict 
     if spec.suffix.startswith("."):
         body = body.rstrip(".")
     scores = example.get("target_scores") or {}
+    if spec.number_words:  # '3' and 'three' are one option, shown as the word
+        scores = {k: v for k, v in scores.items() if not (k.isdigit() and int(k) < len(NUMBER_WORDS) and NUMBER_WORDS[int(k)] in scores)}
     head = (task_prefix.strip() + "\n" if spec.use_task_prefix and task_prefix.strip() else "") + spec.prefix
     if spec.style == "free":
         targets = example.get("target")
@@ -208,6 +216,8 @@ def build_pool(name: str, root: str) -> tuple[dict, ...]:
         item = _build_example(spec, raw.get("task_prefix", ""), example)
         if item is None:
             continue
+        if spec.note:
+            item["question"] += "\n" + spec.note
         q = item["question"]
         if q in built and (built[q] is None or built[q]["answer"] != item["answer"]):
             built[q] = None  # conflicting duplicates: neither is trustworthy
@@ -225,6 +235,9 @@ class BigBenchTask(Task):
         self.name = name
         self.kind = KINDS.get(name, "reasoning")
         self.spec = BIGBENCH_SPECS[name]
+
+    def pool_size(self) -> int | None:
+        return len(build_pool(self.name, str(data_dir())))
 
     def generate(self, seed: int, n: int, difficulty: int = 1) -> list[Instance]:
         """min(n, pool size) instances; the pool is fixed by the source file (difficulty is not used)."""
@@ -253,11 +266,23 @@ class BigBenchTask(Task):
         d = instance.data
         if self.spec.style == "letters":
             return float(same_choice(answer, d["letter"], d["option"]))
-        if self.spec.strict:  # a bracket sequence: every token matters, spacing does not
-            return float(answer.split() == instance.answer.split())
+        if self.spec.strict:  # a bracket sequence: every symbol matters, spacing and separators do not
+            return float(_symbols(answer) == _symbols(instance.answer))
         if self.name == "word_sorting":
-            return float(re.split(r"[\s,]+", normalize_text(answer)) == instance.answer.lower().split())
+            return float(_words(answer) == instance.answer.lower().split())
         return float(any(same_answer(answer, a) for a in d["accept"]))
+
+
+def _symbols(text: str) -> str:
+    return re.sub(r"[\s,]+", "", normalize_text(text, case=True))
+
+
+def _words(text: str) -> list[str]:
+    """A word list written with spaces, commas, brackets or quotes, lower-cased."""
+    s = normalize_text(text)
+    if len(s) >= 2 and s[0] + s[-1] in ("[]", "()"):
+        s = s[1:-1]
+    return [w.strip("\"'`") for w in re.split(r"[\s,]+", s) if w.strip("\"'`")]
 
 
 # ---------------------------------------------------------------------------------------

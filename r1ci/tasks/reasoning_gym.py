@@ -1,19 +1,21 @@
 """The 84 Reasoning-Gym tasks: one adapter over the `reasoning-gym` package's generators and verifiers.
 
-Generation is `reasoning_gym.create_dataset(name, size, seed)` and scoring is the dataset's own
-`score_answer`. An instance keeps (seed, index) in `data`, enough to rebuild the exact
+Generation is `reasoning_gym.create_dataset(name, size, seed)`; scoring is the dataset's own
+`score_answer` where it is right, and r1ci's check where it is too lenient or unsafe
+(`r1ci.tasks.rg_checks` says where and why). An instance keeps (seed, index) in `data`, enough to rebuild the exact
 entry later in any process, so a verifier never depends on the generating process's memory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import decimal
 import functools
 import io
 import warnings
 from typing import Any
 
-from r1ci.tasks.answers import same_answer
+from r1ci.tasks import rg_checks
 from r1ci.tasks.base import Instance, Task
 
 # (dataset name, kind). 84 of the package's 106 datasets, in the paper's mix: arithmetic,
@@ -122,10 +124,6 @@ REASONING_GYM_TASKS: list[tuple[str, str]] = [
     ("modulo_grid", "reasoning"),
 ]
 
-# Verifiers looser than their task: number_sorting accepts every number off by up to 1.
-# For these the answer must also equal the gold one (formats compared leniently).
-GOLD_ALSO_REQUIRED = {"number_sorting"}
-
 # Every dataset is built with this one size, so "task/seed/index" names the same question
 # whatever n is asked (some generators, e.g. acre, draw their items from a size-dependent pool).
 POOL_SIZE = 2048
@@ -135,13 +133,21 @@ POOL_SIZE = 2048
 def _dataset(name: str, seed: int) -> Any:
     import reasoning_gym
 
-    with contextlib.redirect_stdout(io.StringIO()):  # some generators (bf) print progress dots
+    with _quiet():
         return reasoning_gym.create_dataset(name, size=POOL_SIZE, seed=seed)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Keep the package's side effects in: progress dots on stdout (bf), and the process-wide
+    decimal precision that decimal_arithmetic sets to 12 digits."""
+    with contextlib.redirect_stdout(io.StringIO()), decimal.localcontext():
+        yield
 
 
 @functools.lru_cache(maxsize=65536)
 def _entry(name: str, seed: int, index: int) -> dict:
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _quiet():
         return _dataset(name, seed)[index]
 
 
@@ -181,18 +187,24 @@ class ReasoningGymTask(Task):
         return out
 
     def score(self, answer: str | None, instance: Instance) -> float:
-        """The package's own verifier; anything it cannot handle (garbage, None) scores 0."""
+        """The package's verifier on the tidied answer, replaced or tightened where it is too
+        lenient or unsafe (`r1ci.tasks.rg_checks`); anything it cannot handle scores 0."""
+        from reasoning_gym.dataset import ProceduralDataset
+
         if answer is None:
             return 0.0
         d = instance.data
         try:
             entry = _entry(self.name, d["rg_seed"], d["rg_index"])
-            with warnings.catch_warnings():  # e.g. numpy's loadtxt warns on empty answers
+            dataset = _dataset(self.name, d["rg_seed"])
+            default = type(dataset).score_answer is ProceduralDataset.score_answer
+            with warnings.catch_warnings(), _quiet():  # e.g. numpy's loadtxt warns on empty answers
                 warnings.simplefilter("ignore")
-                value = float(_dataset(self.name, d["rg_seed"]).score_answer(answer=answer, entry=entry))
+                value = rg_checks.check(
+                    self.name, rg_checks.tidy(self.name, answer, str(entry["answer"])), entry,
+                    lambda a: float(dataset.score_answer(answer=a, entry=entry)), default,
+                )  # fmt: skip
         except Exception:  # e.g. prime_factorization raises ValueError on non-numeric text
-            return 0.0
-        if self.name in GOLD_ALSO_REQUIRED and not same_answer(answer, instance.answer):
             return 0.0
         return min(max(value, 0.0), 1.0)
 

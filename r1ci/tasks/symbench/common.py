@@ -16,7 +16,7 @@ import re
 from fractions import Fraction
 from typing import Any, Callable, ClassVar
 
-from r1ci.tasks.answers import parse_number
+from r1ci.tasks.answers import numbers_match, parse_literal, parse_number, same_structure, unwrap
 from r1ci.tasks.base import Instance, Task
 
 SOLVER_HEADER = "import itertools, math, json, re, collections, heapq\nfrom fractions import Fraction\n"
@@ -46,7 +46,7 @@ class SymbenchTask(Task):
 
     def check(self, answer: str, instance: Instance) -> float:
         """Score of a non-empty answer; may raise on garbage (score turns that into 0)."""
-        return float(atoms_equal(answer, instance.answer))
+        return float(same_value(answer, instance.answer))
 
     def solve(self, data: dict[str, Any]) -> str:
         return self.solver[-1](data)
@@ -76,7 +76,7 @@ class SymbenchTask(Task):
         if answer is None or not str(answer).strip():
             return 0.0
         try:
-            return max(0.0, min(1.0, float(self.check(str(answer).strip(), instance))))
+            return max(0.0, min(1.0, float(self.check(unwrap(answer), instance))))
         except Exception:  # garbage answers of any shape score 0, never raise
             return 0.0
 
@@ -116,6 +116,52 @@ def atoms_equal(answer: str, gold: str | None, abs_tol: float = 0.0) -> bool:
     return True
 
 
+def same_value(answer: str, gold: str | None, abs_tol: Fraction = Fraction(0)) -> bool:
+    """The answer equals a gold list item by item at every nesting level, so its shape counts
+    ([[1, 2], [3, 4]] is not [[1, 2, 3, 4]]); it may be written as a Python/JSON literal or
+    as one row per line. Numbers compare exactly or within `abs_tol`, words case-insensitively.
+    A gold that is not a list compares by `atoms_equal`."""
+    if gold is None:
+        return False
+    try:
+        g = parse_literal(gold)
+    except ValueError:
+        g = None
+    if not isinstance(g, (list, tuple)):
+        return atoms_equal(answer, gold, abs_tol)
+    return same_structure(literal_or_rows(answer), g, abs_tol)
+
+
+def literal_or_rows(text: str) -> Any:
+    """A list answer: a literal ('[[2, 0], [4, 8]]', '(1, 2)'), else one list of atoms per
+    non-empty line ('2, 0\n4, 8'), a single line giving a flat list."""
+    try:
+        value = parse_literal(text)
+        if isinstance(value, (list, tuple)):
+            return value
+    except ValueError:
+        pass
+    rows = [atoms(line) for line in text.splitlines()]
+    rows = [r for r in rows if r]
+    return rows[0] if len(rows) == 1 else rows
+
+
+def char_rows(text: str, alphabet: str) -> list[str]:
+    """A character grid as its rows (upper-cased, only `alphabet`'s characters), written as a
+    list of row strings, a list of lists of characters, or one row per line."""
+    keep = set(alphabet.upper())
+    try:
+        value = parse_literal(text)
+    except ValueError:
+        value = None
+    if isinstance(value, (list, tuple)) and all(isinstance(r, (str, list, tuple)) for r in value):
+        rows = [r if isinstance(r, str) else "".join(map(str, r)) for r in value]
+    else:
+        rows = text.splitlines()
+    rows = ["".join(c for c in r.upper() if c in keep) for r in rows]
+    return [r for r in rows if r]
+
+
 def chars_equal(answer: str, gold: str | None, alphabet: str) -> bool:
     """Compare character grids/sequences by the characters of `alphabet` only (case-insensitive
     for letters), so rows as strings, lists of strings or lists of characters all match."""
@@ -126,25 +172,17 @@ def chars_equal(answer: str, gold: str | None, alphabet: str) -> bool:
     return pick(answer) == pick(gold)
 
 
-def number_equal(answer: str, gold: str | None, abs_tol: float = 0.0) -> bool:
+def number_equal(answer: str, gold: str | None, decimals: int | None = None) -> bool:
     """The answer holds exactly one number (commas as thousands separators, $ and units
-    allowed; fractions such as 3/8 too) and it is within `abs_tol` of the gold number."""
+    allowed; fractions such as 3/8 too) and it matches the gold number by `numbers_match`:
+    exactly, or within half a unit of `decimals` places where the question asks for them."""
     if gold is None:
         return False
     value, target = parse_number(answer), parse_number(gold)
     if value is None:  # a number with words around it, like "15 cups"
         found = numbers_in(re.sub(r"(?<=\d),(?=\d{3}\b)", "", answer))
         value = found[0] if len(found) == 1 else None
-    return value is not None and target is not None and abs(value - target) <= abs_tol
-
-
-def parse_literal(text: str) -> Any:
-    """A Python/JSON literal (list, dict, tuple, number, string) from answer text."""
-    text = text.strip().strip("`").strip()
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return json.loads(text)
+    return value is not None and target is not None and numbers_match(value, target, decimals)
 
 
 def numbers_in(text: str) -> list[Fraction]:
@@ -157,14 +195,6 @@ def cell_pairs(text: str) -> list[tuple[int, int]]:
     if len(nums) % 2:
         raise ValueError("odd number of coordinates")
     return [(nums[i], nums[i + 1]) for i in range(0, len(nums), 2)]
-
-
-def grid_rows(text: str, width: int) -> list[list[str]]:
-    """A character grid given as rows of letters/digits in any list format."""
-    cells = [t for t in re.findall(r"[A-Za-z0-9]", text)]
-    if not cells or len(cells) % width:
-        raise ValueError("not a grid of the expected width")
-    return [cells[i : i + width] for i in range(0, len(cells), width)]
 
 
 # ---------------------------------------------------------------- safe arithmetic

@@ -5,6 +5,7 @@ answer against the rules; the reference programs search."""
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from functools import lru_cache
 
@@ -172,42 +173,118 @@ class ConstrainedLinearArrangement(SymbenchTask):
 
 
 # ---------------------------------------------------------------- logic_puzzle
+# CodeSteer-v1.0 SymBench (create_dataset_logic_puzzle.py): select k cells holding k
+# different numbers, the top-right cell first, so that every row and column with a selected
+# cell meets the rule (sum <= 4 on the small grids, product > 0 on the larger ones).
+
+_LOGIC_LEVELS = [  # SymBench's complexity 1-10: (grid size, cells to select, value range, rule)
+    (2, 3, (1, 3), "sum_le_4"), (3, 4, (1, 4), "sum_le_4"), (4, 6, (-5, 8), "product_gt_0"),
+    (5, 9, (-8, 8), "product_gt_0"), (5, 10, (-10, 10), "product_gt_0"), (6, 12, (-12, 12), "product_gt_0"),
+    (7, 16, (-14, 14), "product_gt_0"), (8, 18, (-16, 16), "product_gt_0"), (9, 20, (-18, 18), "product_gt_0"),
+    (10, 25, (-20, 20), "product_gt_0"),
+]  # fmt: skip
+
+
+def selection_ok(grid, cells, k, rule):
+    """Whether `cells` ((row, col) pairs) is a valid selection: k distinct cells in the grid,
+    the top-right one among them, k different numbers, and every row and column that holds
+    a selected cell meeting the rule."""
+    n = len(grid)
+    if len(cells) != k or len(set(cells)) != k or (0, n - 1) not in cells:
+        return False
+    if any(not (0 <= r < n and 0 <= c < n) for r, c in cells):
+        return False
+    values = [grid[r][c] for r, c in cells]
+    if len(set(values)) != k:
+        return False
+    lines = {}
+    for (r, c), v in zip(cells, values):
+        lines.setdefault(("row", r), []).append(v)
+        lines.setdefault(("col", c), []).append(v)
+    if rule == "sum_le_4":
+        return all(sum(vs) <= 4 for vs in lines.values())
+    return all(math.prod(vs) > 0 for vs in lines.values())
 
 
 def solve_logic_puzzle(data):
-    g, n = data["grid"], len(data["grid"])
-    for cols in itertools.permutations(range(n)):
-        if sum(g[r][cols[r]] for r in range(n)) == data["target"]:
-            return str([[r, cols[r]] for r in range(n)])
-    return None
+    """A valid selection. Small grids: every subset. Product rule: positive numbers with
+    different values, plus 'rectangles' of four negative cells (which give each of their
+    rows and columns two negatives) where there are too few positives or the first cell is negative."""
+    g, k, rule = data["grid"], data["select"], data["rule"]
+    n, start = len(g), (0, len(data["grid"]) - 1)
+    cells = [(r, c) for r in range(n) for c in range(n)]
+    if rule == "sum_le_4":
+        for rest in itertools.combinations([x for x in cells if x != start], k - 1):
+            if selection_ok(g, [start, *rest], k, rule):
+                return ", ".join(f"{r} {c}" for r, c in [start, *rest])
+        return None
+    rects = []
+    for r1, r2 in itertools.combinations(range(n), 2):
+        for c1, c2 in itertools.combinations(range(n), 2):
+            quad = [(r1, c1), (r1, c2), (r2, c1), (r2, c2)]
+            if all(g[r][c] < 0 for r, c in quad) and len({g[r][c] for r, c in quad}) == 4:
+                rects.append(quad)
+    positives = {}
+    for r, c in ([start] if g[0][n - 1] > 0 else []) + cells:
+        if g[r][c] > 0:
+            positives.setdefault(g[r][c], (r, c))
+
+    def extend(chosen, first):
+        used = [x for quad in chosen for x in quad]
+        need = k - len(used)
+        if (g[0][n - 1] < 0) == (start in used) and 0 <= need <= len(positives) and (g[0][n - 1] < 0 or need >= 1):
+            return used + list(positives.values())[:need]
+        for i in range(first, len(rects)):
+            quad = rects[i]
+            values = {g[r][c] for r, c in used}
+            if need >= 4 and not set(quad) & set(used) and not {g[r][c] for r, c in quad} & values:
+                found = extend(chosen + [quad], i + 1)
+                if found:
+                    return found
+        return None
+
+    found = extend([], 0)
+    return ", ".join(f"{r} {c}" for r, c in found) if found else None
 
 
 class LogicPuzzle(SymbenchTask):
     name = "logic_puzzle"
     kind = "planning"
-    solver = (solve_logic_puzzle,)
+    solver = (selection_ok, solve_logic_puzzle)
 
     def make(self, rng, difficulty):
-        n = 3 + min(difficulty, 4)
-        grid = [[rng.randint(1, 30) for _ in range(n)] for _ in range(n)]
-        cols = shuffled(rng, range(n))
-        target = sum(grid[r][cols[r]] for r in range(n))
-        data = {"grid": grid, "target": target}
-        rows = "\n".join(" ".join(f"{x:2d}" for x in row) for row in grid)
+        level = rng.randint(min(difficulty, 10), min(difficulty + 4, 10))
+        n, k, (lo, hi), rule = _LOGIC_LEVELS[level - 1]
+        while True:
+            if lo < 0:  # SymBench: 70% positive, so that solutions are likely
+                grid = [[rng.randint(1, hi) if rng.random() < 0.7 else rng.randint(lo, -1) for _ in range(n)] for _ in range(n)]
+            else:
+                grid = [[rng.randint(lo, hi) for _ in range(n)] for _ in range(n)]
+            data = {"grid": grid, "select": k, "rule": rule}
+            answer = self.solve(data)
+            if answer is not None:
+                break
+        rule_text = {
+            "sum_le_4": "The sum of the selected numbers in each row and each column should be less than or equal to 4.",
+            "product_gt_0": "The product of the selected numbers in each row and each column must be greater than 0.",
+        }[rule]
+        flat = [x for row in grid for x in row]
         q = (
-            f"Select {n} numbers from the grid below, exactly one in each row and no two in the same column, so "
-            f"that they add up to {target}. Rows and columns are counted from 0.\n{rows}\n"
-            "Any selection that works is accepted. Answer with the [row, column] of each selected number, like "
-            "<<<[[0, 2], [1, 0], [2, 1]]>>>."
+            f"Given a {n}*{n} grid where each cell contains a number (between {min(flat)} to {max(flat)}), you must "
+            f"select {k} different numbers from these cells (no two selected cells may hold the same number). "
+            f"{rule_text} Rows and columns without a selected number are not constrained. The numbers in the same row "
+            "are separated by ',', and rows and columns are counted from 0, starting at the top-left cell.\n"
+            f"Using the number {grid[0][n - 1]} in the top-rightmost square (0,{n - 1}) as the first selected number\n"
+            + "\n".join(", ".join(map(str, row)) for row in grid)
+            + "\n\nAny selection that meets the rules is accepted. Return your answer with the format <<<list of "
+            "selected number positions>>>, where each position is given as row column (0-based indices). For "
+            "example, <<<0 3, 1 0, 2 4>>> means numbers selected are at positions (0,3), (1,0), and (2,4)."
         )
-        return q, data, str([[r, cols[r]] for r in range(n)])
+        return q, data, answer
 
     def check(self, answer, instance):
-        g, n = instance.data["grid"], len(instance.data["grid"])
-        cells = cell_pairs(answer)
-        if sorted(r for r, _ in cells) != list(range(n)) or sorted(c for _, c in cells) != list(range(n)):
-            return 0.0
-        return float(sum(g[r][c] for r, c in cells) == instance.data["target"])
+        d = instance.data
+        return float(selection_ok(d["grid"], cell_pairs(answer), d["select"], d["rule"]))
 
 
 # ---------------------------------------------------------------- grid filling (shared by Latin diagrams and Sudoku)
@@ -423,8 +500,9 @@ class EightQueens(SymbenchTask):
 
     def check(self, answer, instance):
         n = instance.data["n"]
-        cells = set(cell_pairs(answer))
-        if len(cells) != n or any(not (0 <= r < n and 0 <= c < n) for r, c in cells):
+        listed = cell_pairs(answer)
+        cells = set(listed)
+        if len(listed) != n or len(cells) != n or any(not (0 <= r < n and 0 <= c < n) for r, c in cells):
             return 0.0
         if {tuple(q) for q in instance.data["queens"]} - cells or cells & {tuple(b) for b in instance.data["blocked"]}:
             return 0.0

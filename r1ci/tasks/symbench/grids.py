@@ -1,9 +1,12 @@
 """SymBench grid tasks where code computes the answer by simulation: pooling, matrix
-transformations, largest uniform squares, Reversi, light puzzles and 2048."""
+transformations, largest uniform squares, Reversi, light puzzles and 2048. Grids compare
+row by row, so an answer of the wrong shape is wrong even with the right cells in order."""
 
 from __future__ import annotations
 
-from r1ci.tasks.symbench.common import SymbenchTask, atoms_equal, chars_equal
+from fractions import Fraction
+
+from r1ci.tasks.symbench.common import SymbenchTask, char_rows, same_value
 
 
 def grid_text(grid):
@@ -49,7 +52,8 @@ class Pooling(SymbenchTask):
         return q, data, self.solve(data)
 
     def check(self, answer, instance):
-        return float(atoms_equal(answer, instance.answer, abs_tol=0.006))  # averages are rounded to 2 decimals
+        half_cent = Fraction(1, 200) if instance.data["mode"] == "average" else Fraction(0)  # averages asked to 2 decimals
+        return float(same_value(answer, instance.answer, abs_tol=half_cent))
 
 
 # ---------------------------------------------------------------- matrix_transformation
@@ -104,7 +108,8 @@ class MatrixTransformation(SymbenchTask):
         return q, data, self.solve(data)
 
     def check(self, answer, instance):
-        return float(chars_equal(answer, instance.answer, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+        return float(char_rows(answer, alphabet) == char_rows(instance.answer, alphabet))
 
 
 # ---------------------------------------------------------------- pattern_recognition
@@ -218,7 +223,7 @@ class Reversi(SymbenchTask):
         return q, data, self.solve(data)
 
     def check(self, answer, instance):
-        return float(chars_equal(answer, instance.answer, "01*"))
+        return float(char_rows(answer, "01*") == char_rows(instance.answer, "01*"))
 
 
 # ---------------------------------------------------------------- light_puzzles
@@ -253,54 +258,59 @@ class LightPuzzles(SymbenchTask):
         return q, data, self.solve(data)
 
     def check(self, answer, instance):
-        return float(chars_equal(answer, instance.answer, "01"))
+        return float(char_rows(answer, "01") == char_rows(instance.answer, "01"))
 
 
 # ---------------------------------------------------------------- 2048
+# CodeSteer-v1.0 SymBench (create_dataset_2048.py): one number moves from a given cell along
+# a string of single steps; it slides into an empty cell, merges into an equal number (and
+# moves on as the sum), and stays put before a different number or the edge.
 
 
-def slide_row_left(row):
-    tiles = [x for x in row if x]
-    out = []
-    while tiles:
-        if len(tiles) > 1 and tiles[0] == tiles[1]:
-            out.append(tiles[0] * 2)
-            tiles = tiles[2:]
-        else:
-            out.append(tiles.pop(0))
-    return out + [0] * (len(row) - len(out))
+def step_2048(grid, pos, move):
+    """The grid and the moving number's cell after one step ('u', 'd', 'l' or 'r')."""
+    (r, c), (dr, dc) = pos, {"u": (-1, 0), "d": (1, 0), "l": (0, -1), "r": (0, 1)}[move]
+    nr, nc = r + dr, c + dc
+    if not (0 <= nr < len(grid) and 0 <= nc < len(grid)) or grid[nr][nc] not in (0, grid[r][c]):
+        return grid, pos
+    grid = [list(row) for row in grid]
+    grid[nr][nc] += grid[r][c]
+    grid[r][c] = 0
+    return grid, (nr, nc)
 
 
 def solve_2048(data):
-    grid = [list(row) for row in data["grid"]]
+    grid, pos = data["grid"], tuple(data["start"])
     for move in data["moves"]:
-        if move == "left":
-            grid = [slide_row_left(row) for row in grid]
-        elif move == "right":
-            grid = [slide_row_left(row[::-1])[::-1] for row in grid]
-        else:
-            cols = [list(col) for col in zip(*grid)]
-            cols = [slide_row_left(col) if move == "up" else slide_row_left(col[::-1])[::-1] for col in cols]
-            grid = [list(row) for row in zip(*cols)]
+        grid, pos = step_2048(grid, pos, move)
     return str(grid)
 
 
 class Game2048(SymbenchTask):
     name = "2048"
     kind = "execution"
-    solver = (slide_row_left, solve_2048)
+    solver = (step_2048, solve_2048)
 
     def make(self, rng, difficulty):
-        n = 3 + difficulty
-        grid = [[rng.choice([0, 0, 0, 2, 2, 4, 8]) for _ in range(n)] for _ in range(n)]
-        moves = rng.choices(["up", "down", "left", "right"], k=rng.randint(1, 2 + difficulty))
-        data = {"grid": grid, "moves": moves}
+        n = rng.randint(2, 3 + min(difficulty, 2))  # SymBench: 2x2 to 5x5 grids, 2 to 6 moves
+        cells = [(r, c) for r in range(n) for c in range(n)]
+        filled = rng.sample(cells, rng.randint(n, min(2 * n, n * n)))
+        grid = [[2 ** rng.randint(1, 5) if (r, c) in filled else 0 for c in range(n)] for r in range(n)]
+        start = rng.choice(filled)  # SymBench may pick an empty cell; a number must be there to move
+        moves = "".join(rng.choice("udlr") for _ in range(rng.randint(2, 3 + difficulty)))
+        data = {"grid": grid, "start": list(start), "moves": moves}
         q = (
-            f"A {n}x{n} 2048 board (0 is an empty cell):\n{grid_text(grid)}\n"
-            f"Apply the moves {', '.join(moves)} in order. On each move every tile slides as far as possible in "
-            "that direction; two equal tiles that meet merge into their sum, a tile merges at most once per move, "
-            "and merging starts from the side the tiles move towards. No new tiles appear.\n"
-            "Answer with the final board as a list of rows, like <<<[[2, 0], [4, 8]]>>>."
+            f"In an {n}x{n} grid, there are several squares containing powers of 2. We define the '2048' game: the "
+            "numbers in the grid can move in any direction. When a moving number encounters a number that is the same "
+            "power of 2, they combine to form a larger number that is the next power of 2 (2 meets 2 -> 4; 4 meets 4 -> "
+            "8; 16 meets 16 -> 32), and the combined number goes on moving. When it encounters a different number or "
+            "the edge of the grid, it stays where it is for that step. 0 is an empty square.\n"
+            "u: represents moving up one step\nd: represents moving down one step\n"
+            "l: represents moving left one step\nr: represents moving right one step\n\n"
+            f"Now, in the following matrix, move the number in position ({start[0] + 1}, {start[1] + 1}) (row, column, "
+            f"counted from 1) using the sequence '{moves}':\n"
+            + "\n".join(", ".join(str(x) for x in row) for row in grid)
+            + "\n\nWhat is the matrix after moving? Answer with the matrix as a list of rows, like <<<[[2, 0], [4, 8]]>>>."
         )
         return q, data, self.solve(data)
 

@@ -1,99 +1,177 @@
-"""SymBench planning tasks: grid paths, Blocksworld, BoxLift and BoxNet. Many plans are
-right, so every check simulates the proposed plan under the rules and tests the goal and
-the step limit; the reference programs plan by search or by a greedy schedule."""
+"""SymBench planning tasks: robot trajectories among boxes, Blocksworld, BoxLift and BoxNet.
+Many plans are right, so every check simulates the proposed plan under the rules and tests
+the goal (and the step limit); the reference programs plan by search or by a greedy schedule."""
 
 from __future__ import annotations
 
 import collections
 import itertools
 import re
+from fractions import Fraction
 
-from r1ci.tasks.symbench.common import SymbenchTask, cell_pairs, parse_literal
+from r1ci.tasks.answers import parse_literal
+from r1ci.tasks.symbench.common import SymbenchTask
 
 
 # ---------------------------------------------------------------- path_plan
+# CodeSteer-v1.0 SymBench (benchmark/run_path_plan_continuous_*.py and
+# post_process_path_plan_continuous_func.py): a robot in the square inside four walls plans
+# straight-line waypoints from a start to an end position that enter some coloured boxes and
+# never touch others or the walls. Here environments are drawn at random in the same style
+# (SymBench has 14 fixed ones); coordinates are multiples of 0.1.
+
+PATH_WALLS = [[-1.5, -1.4, -1.5, 1.5], [1.4, 1.5, -1.5, 1.5], [-1.5, 1.5, -1.5, -1.4], [-1.5, 1.5, 1.4, 1.5]]
+PATH_COLORS = ["yellow", "red", "green", "blue", "pink", "purple", "orange"]
 
 
-def grid_distances(grid, start):
-    """Breadth-first distances and parents from `start` over '.' cells (any non-'#')."""
-    rows, cols = len(grid), len(grid[0])
-    dist, parent, queue = {start: 0}, {start: None}, collections.deque([start])
-    while queue:
-        r, c = queue.popleft()
-        for nr, nc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
-            if 0 <= nr < rows and 0 <= nc < cols and grid[nr][nc] != "#" and (nr, nc) not in dist:
-                dist[(nr, nc)] = dist[(r, c)] + 1
-                parent[(nr, nc)] = (r, c)
-                queue.append((nr, nc))
-    return dist, parent
+def segment_touches_box(p, q, box):
+    """Whether the segment p-q meets the closed box (x_start, x_end, y_start, y_end), boundary
+    included (exact for Fractions: the Liang-Barsky clip of the segment against the box)."""
+    t0, t1 = 0, 1
+    for start, delta, lo, hi in ((p[0], q[0] - p[0], box[0], box[1]), (p[1], q[1] - p[1], box[2], box[3])):
+        if delta == 0:
+            if start < lo or start > hi:
+                return False
+            continue
+        ta, tb = (lo - start) / delta, (hi - start) / delta
+        t0, t1 = max(t0, min(ta, tb)), min(t1, max(ta, tb))
+        if t0 > t1:
+            return False
+    return True
 
 
-def shortest_tour(grid, start, goals):
-    """The shortest path from `start` through every goal (any order) as a list of cells."""
+def trajectory_ok(waypoints, data):
+    """SymBench's check: starts and ends at the given positions, no segment touches a wall or
+    a box to avoid, and some segment enters every box to visit (waypoints as Fractions)."""
+    exact = lambda v: [Fraction(str(x)) for x in v]  # noqa: E731
+    if len(waypoints) < 2 or list(waypoints[0]) != exact(data["start"]) or list(waypoints[-1]) != exact(data["end"]):
+        return False
+    walls = [exact(w) for w in data["walls"]]
+    avoid = [exact(data["boxes"][name]) for name in data["avoid"]]
+    entered = set()
+    for p, q in zip(waypoints, waypoints[1:]):
+        if any(segment_touches_box(p, q, box) for box in walls + avoid):
+            return False
+        entered |= {name for name in data["visit"] if segment_touches_box(p, q, exact(data["boxes"][name]))}
+    return entered == set(data["visit"])
+
+
+def plan_trajectory(data):
+    """Waypoints on the 0.1 lattice: for each order of the boxes to visit, walk breadth-first
+    to the nearest lattice point of the next box (then to the end), never onto a point of a
+    box to avoid or next to a wall; keep the shortest walk, then drop collinear points."""
+    units = lambda v: [round(x * 10) for x in v]  # noqa: E731
+    avoid = [units(data["boxes"][name]) for name in data["avoid"]]
+    free = {(x, y) for x in range(-13, 14) for y in range(-13, 14)
+            if not any(b[0] <= x <= b[1] and b[2] <= y <= b[3] for b in avoid)}  # fmt: skip
+
+    def distances(targets):
+        dist, queue = {t: 0 for t in targets}, collections.deque(targets)
+        while queue:
+            x, y = queue.popleft()
+            for nxt in ((x + 1, y), (x - 1, y), (x, y + 1), (x, y - 1)):
+                if nxt in free and nxt not in dist:
+                    dist[nxt] = dist[(x, y)] + 1
+                    queue.append(nxt)
+        return dist
+
+    goals = {}
+    for name in data["visit"]:
+        b = units(data["boxes"][name])
+        goals[name] = [(x, y) for x in range(b[0], b[1] + 1) for y in range(b[2], b[3] + 1) if (x, y) in free]
+    end = tuple(units(data["end"]))
+    fields = {name: distances(cells) for name, cells in goals.items()}
+    fields["end"] = distances([end])
     best = None
-    for order in itertools.permutations(goals):
-        path, here = [start], start
-        for goal in order:
-            _, parent = grid_distances(grid, here)
-            leg, cell = [], goal
-            while cell != here:
-                leg.append(cell)
-                cell = parent[cell]
-            path += leg[::-1]
-            here = goal
-        if best is None or len(path) < len(best):
-            best = path
-    return best
+    for order in itertools.permutations(data["visit"]):
+        here, walk = tuple(units(data["start"])), [tuple(units(data["start"]))]
+        for name in [*order, "end"]:
+            dist = fields[name]
+            if here not in dist:
+                walk = None
+                break
+            while dist[here] > 0:  # downhill to the nearest target
+                x, y = here
+                here = min((n for n in ((x + 1, y), (x - 1, y), (x, y + 1), (x, y - 1)) if n in dist), key=dist.get)
+                walk.append(here)
+        if walk is not None and (best is None or len(walk) < len(best)):
+            best = walk
+    if best is None:
+        return None
+    corners = [best[0]] + [b for a, b, c in zip(best, best[1:], best[2:]) if (b[0] - a[0], b[1] - a[1]) != (c[0] - b[0], c[1] - b[1])] + [best[-1]]
+    return [(x / 10, y / 10) for x, y in corners]
 
 
 def solve_path_plan(data):
-    start, goals = tuple(data["start"]), [tuple(g) for g in data["goals"]]
-    return str([list(cell) for cell in shortest_tour(data["grid"], start, goals)])
+    return str(plan_trajectory(data))
+
+
+def random_boxes(rng, count):
+    """`count` boxes (in units of 0.1) of 0.3-0.8 by 0.3-0.8 inside the walls, at least 0.2 apart."""
+    boxes = []
+    while len(boxes) < count:
+        w, h = rng.randint(3, 8), rng.randint(3, 8)
+        x0, y0 = rng.randint(-12, 12 - w), rng.randint(-12, 12 - h)
+        box = [x0, x0 + w, y0, y0 + h]
+        if all(box[0] > b[1] + 1 or b[0] > box[1] + 1 or box[2] > b[3] + 1 or b[2] > box[3] + 1 for b in boxes):
+            boxes.append(box)
+    return boxes
+
+
+def _and(words, last="and"):
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {last} {words[-1]}"
 
 
 class PathPlan(SymbenchTask):
     name = "path_plan"
     kind = "planning"
-    solver = (grid_distances, shortest_tour, solve_path_plan)
+    solver = (plan_trajectory, solve_path_plan)
 
     def make(self, rng, difficulty):
         while True:
-            n = 4 + difficulty + rng.randint(0, 1)
-            cells = [(r, c) for r in range(n) for c in range(n)]
-            picked = rng.sample(cells, 2 + min(difficulty, 3) + n * n // 4)
-            start, goals, walls = picked[0], sorted(picked[1 : 2 + min(difficulty, 3)]), picked[2 + min(difficulty, 3) :]
-            grid = ["".join("#" if (r, c) in walls else "." for c in range(n)) for r in range(n)]
-            dist, _ = grid_distances(grid, start)
-            if all(g in dist for g in goals):
+            boxes = dict(zip(PATH_COLORS, ([x / 10 for x in b] for b in random_boxes(rng, len(PATH_COLORS)))))
+            inside = lambda x, y: any(b[0] <= x <= b[1] and b[2] <= y <= b[3] for b in boxes.values())  # noqa: E731
+            spots = [(x / 10, y / 10) for x in range(-13, 14) for y in range(-13, 14) if not inside(x / 10, y / 10)]
+            start, end = rng.sample(spots, 2)
+            visit = rng.sample(PATH_COLORS, rng.randint(1, min(2 + difficulty, 4)))
+            others = [c for c in PATH_COLORS if c not in visit]
+            avoid = others if rng.random() < 0.2 else rng.sample(others, rng.randint(0, min(1 + difficulty, 3)))
+            data = {"walls": PATH_WALLS, "boxes": boxes, "start": list(start), "end": list(end), "visit": visit, "avoid": avoid}
+            waypoints = plan_trajectory(data)
+            if waypoints is not None:
                 break
-        data = {"grid": grid, "start": list(start), "goals": [list(g) for g in goals]}
-        path = shortest_tour(grid, start, goals)
-        data["max_moves"] = len(path) - 1
-        shown = [list(row) for row in grid]
-        shown[start[0]][start[1]] = "S"
-        for r, c in goals:
-            shown[r][c] = "G"
+        boxes_text = "; ".join(f"{'an' if c[0] in 'aeiou' else 'a'} {c} colored box {tuple(b)}" for c, b in boxes.items())
+        rule = f"Enter the {_and(visit)} box{'es (in any order)' if len(visit) > 1 else ''}"
+        if avoid == others and others:
+            rule += ", and never enter any other colored box."
+        elif avoid:
+            rule += f", and never enter the {_and(avoid, 'or')} box."
+        else:
+            rule += "."
         q = (
-            f"A robot on the grid below starts at S ({start[0]}, {start[1]}) and must visit every goal G "
-            f"({'; '.join(f'{r}, {c}' for r, c in goals)}) in any order. '#' cells are walls; each move goes one cell "
-            "up, down, left or right. Rows and columns are counted from 0.\n"
-            f"{chr(10).join(''.join(row) for row in shown)}\n"
-            f"Use at most {data['max_moves']} moves. Answer with the visited cells from the start, as a list of "
-            "[row, column], like <<<[[0, 0], [0, 1], [1, 1]]>>>."
+            "I am a mobile robot and I hope you can help me plan the trajectory to fulfill the navigation instruction. "
+            "I will give you the position and size of each box in the whole environment and the instruction is to "
+            "enter or avoid the box. Each box is a rectangle given as (x_start, x_end, y_start, y_end): x_start, x_end "
+            "are its boundaries in x and y_start, y_end its boundaries in y.\n"
+            f"First, there are four black colored walls with position {', '.join(str(tuple(w)) for w in PATH_WALLS)}. "
+            f"Then the boxes are: {boxes_text}.\n"
+            "During navigation, the trajectory should always not touch the black wall. The starting position of the car "
+            f"is {start}, the ending position of the car is {end}.\n"
+            f"The instruction is '{rule}' The car should fulfill the instruction and in the end stop at the end "
+            "position. Return the trajectory as a list of waypoints [(x0, y0), (x1, y1), ...], the first being the start "
+            "and the last the end position.\n"
+            "Note that the whole trajectory is acquired by directly connecting the near waypoints with straight lines. "
+            "These straight lines should also fulfill the instruction requirements. Entering a box means the trajectory "
+            "intersects the box, including its boundary; hence the trajectory must not touch the boundary of a box to "
+            f"avoid. Any trajectory that meets the instruction is accepted. Answer like <<<[{start}, ..., {end}]>>>."
         )
-        return q, data, str([list(cell) for cell in path])
+        return q, data, str(waypoints)
 
     def check(self, answer, instance):
-        d = instance.data
-        grid, path = d["grid"], cell_pairs(answer)
-        if not path or list(path[0]) != d["start"] or len(path) - 1 > d["max_moves"]:
+        nums = [Fraction(x) for x in re.findall(r"-?\d+(?:\.\d+)?", answer)[:2000]]
+        if len(nums) % 2:
             return 0.0
-        for (r1, c1), (r2, c2) in zip(path, path[1:]):
-            if abs(r1 - r2) + abs(c1 - c2) != 1:
-                return 0.0
-        if any(not (0 <= r < len(grid) and 0 <= c < len(grid[0])) or grid[r][c] == "#" for r, c in path):
-            return 0.0
-        return float({tuple(g) for g in d["goals"]} <= set(path))
+        return float(trajectory_ok(list(zip(nums[::2], nums[1::2])), instance.data))
 
 
 # ---------------------------------------------------------------- blocksworld
@@ -321,7 +399,7 @@ class BoxNet(SymbenchTask):
     def check(self, answer, instance):
         d = instance.data
         where = {b: tuple(c) for b, c in d["boxes"].items()}
-        plan = parse_literal(answer)
+        plan = parse_literal(answer.lower())  # box names and 'target' in any case
         if not isinstance(plan, (list, tuple)) or len(plan) > d["max_steps"]:
             return 0.0
         for step in plan:

@@ -39,8 +39,9 @@ def solve_gsm(data):
         value = p["v1"] * p["t1"] + p["v2"] * p["t2"]
     elif t == "recipe":
         value = Fraction(p["flour"] * p["want"], p["batch"])
-    elif t == "discount":
-        value = float(Fraction(p["price"]) * (100 - p["off"]) / 100 * (100 + p["tax"]) / 100)
+    elif t == "discount":  # to the cent: the generator avoids exact half cents
+        value = round(Fraction(p["price"]) * (100 - p["off"]) * (100 + p["tax"]) / 100, 0) / 100
+        return f"{float(value):.2f}"
     elif t == "pipes":
         value = Fraction(p["a"] * p["b"], p["a"] + p["b"])
     elif t == "average":
@@ -64,7 +65,9 @@ def gsm_question(rng, difficulty):
         q = (f"{who} buys {p['a']} notebooks at ${p['price_a']} each and {p['b']} pens at ${p['price_b']} each, "
              f"and pays with ${p['bill']}. How many dollars of change does {who} get?")
     elif t == "defects":
-        p = {"rate": rng.randint(4, 12 + big), "hours": rng.randint(2, 8), "days": rng.randint(2, 6), "percent": rng.choice([5, 10, 20, 25, 50])}
+        p = None
+        while p is None or p["rate"] * p["hours"] * p["days"] * p["percent"] % 100:  # whole toys only
+            p = {"rate": rng.randint(4, 12 + big), "hours": rng.randint(2, 8), "days": rng.randint(2, 6), "percent": rng.choice([5, 10, 20, 25, 50])}
         q = (f"A machine makes {p['rate']} toys per hour. It runs {p['hours']} hours a day for {p['days']} days, and "
              f"{p['percent']}% of the toys are defective. How many toys are not defective?")
     elif t == "ages":
@@ -85,7 +88,9 @@ def gsm_question(rng, difficulty):
         q = (f"A recipe for {p['batch']} muffins needs {p['flour']} cups of flour. How many cups of flour are needed "
              f"for {p['want']} muffins? Give a fraction if needed.")
     elif t == "discount":
-        p = {"price": rng.randint(20, 300 + big), "off": rng.choice([10, 15, 20, 25, 30, 40]), "tax": rng.choice([5, 8, 10, 12])}
+        p = None
+        while p is None or p["price"] * (100 - p["off"]) * (100 + p["tax"]) % 100 == 50:  # a half cent rounds either way
+            p = {"price": rng.randint(20, 300 + big), "off": rng.choice([10, 15, 20, 25, 30, 40]), "tax": rng.choice([5, 8, 10, 12])}
         q = (f"A jacket costs ${p['price']}. It is {p['off']}% off, and then a {p['tax']}% sales tax is added to the "
              "discounted price. What is the final price in dollars, to the cent?")
     elif t == "pipes":
@@ -124,8 +129,8 @@ class Gsm(SymbenchTask):
         data = {"template": template, "params": params}
         return f"{text}\nAnswer with the number only, like <<<42>>>.", data, self.solve(data)
 
-    def check(self, answer, instance):
-        return float(number_equal(answer, instance.answer, abs_tol=0.0101))
+    def check(self, answer, instance):  # exact, but "to the cent" is exact to 2 decimals
+        return float(number_equal(answer, instance.answer, decimals=2 if instance.data["template"] == "discount" else None))
 
 
 # ---------------------------------------------------------------- counting_and_probability
@@ -216,7 +221,7 @@ class CountingAndProbability(SymbenchTask):
         return q, data, self.solve(data)
 
     def check(self, answer, instance):
-        return float(number_equal(answer, instance.answer, abs_tol=1e-4))
+        return float(number_equal(answer, instance.answer))  # integers and fractions: exact
 
 
 # ---------------------------------------------------------------- geometry
@@ -254,10 +259,14 @@ def geometry_question(rng, difficulty):
     t = rng.choice(["triangle_area", "distance", "hypotenuse", "circle_area", "interior_angle", "cylinder", "trapezoid",
                     "sphere", "diagonals", "rectangle_diagonal"])  # fmt: skip
     if t == "triangle_area":
-        p = {"points": [[rng.randint(-span, span), rng.randint(-span, span)] for _ in range(3)]}
+        p = None
+        while p is None or solve_geometry({"template": t, "params": p}) == "0":  # collinear vertices are no triangle
+            p = {"points": [[rng.randint(-span, span), rng.randint(-span, span)] for _ in range(3)]}
         q = f"What is the area of the triangle with vertices {', '.join(f'({x}, {y})' for x, y in p['points'])}?"
     elif t == "distance":
-        p = {"points": [[rng.randint(-span, span), rng.randint(-span, span)] for _ in range(2)]}
+        p = None
+        while p is None or p["points"][0] == p["points"][1]:
+            p = {"points": [[rng.randint(-span, span), rng.randint(-span, span)] for _ in range(2)]}
         q = f"What is the distance between the points ({p['points'][0][0]}, {p['points'][0][1]}) and ({p['points'][1][0]}, {p['points'][1][1]})? Round to 2 decimal places."
     elif t == "hypotenuse":
         a, b = rng.choice([(3, 4), (5, 12), (8, 15), (7, 24), (20, 21), (9, 40)])
@@ -296,11 +305,18 @@ class Geometry(SymbenchTask):
     def make(self, rng, difficulty):
         template, params, text = geometry_question(rng, difficulty)
         data = {"template": template, "params": params}
-        q = f"{text}\nAnswer with the number only (an exact fraction or decimal is fine), like <<<12.5>>>."
+        if template in GEOMETRY_ROUNDED:
+            q = f"{text}\nAnswer with the number only, like <<<12.57>>>."
+        else:
+            q = f"{text}\nAnswer with the exact number only (a fraction if it is not a whole number), like <<<12>>> or <<<25/2>>>."
         return q, data, self.solve(data)
 
-    def check(self, answer, instance):
-        return float(number_equal(answer, instance.answer, abs_tol=0.011))
+    def check(self, answer, instance):  # exact, except where the question asks for 2 decimal places
+        decimals = 2 if instance.data["template"] in GEOMETRY_ROUNDED else None
+        return float(number_equal(answer, instance.answer, decimals=decimals))
+
+
+GEOMETRY_ROUNDED = {"distance", "circle_area", "cylinder", "sphere", "rectangle_diagonal"}  # "Round to 2 decimal places"
 
 
 TASKS = [Gsm, CountingAndProbability, Geometry]
