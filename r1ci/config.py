@@ -254,6 +254,7 @@ class EvalConfig:
     confidence: float = knob(0.95, "Coverage of the bootstrap intervals.")
     output_dir: str = knob("runs/eval", "answers.jsonl (every answer, kept when interrupted: a rerun resumes), results.md/.csv/.json and the plots.")
     chunk_size: int = knob(8, "Instances rolled out together; each finished chunk is written before the next starts.")
+    save_responses: bool = knob(True, "Keep each answer's full response text in answers.jsonl (to read what the model did; large for long responses).")
     rl_instances_per_task: int = knob(4, "Instances per task of the fixed held-out set that jobs/rl.py evaluates every run.eval_every steps.")
 
 

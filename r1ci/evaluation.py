@@ -83,6 +83,10 @@ def answer_slots(cfg: Config) -> list[tuple[str, int]]:
     return [(SAMPLED, j) for j in range(cfg.eval.samples)] + ([(GREEDY, 0)] if cfg.eval.greedy else [])
 
 
+def answers_per_instance(cfg: Config) -> int:
+    return len(answer_slots(cfg))
+
+
 def answer_requests(instances: Sequence[Instance], cfg: Config) -> list[RolloutRequest]:
     """The rollouts of an evaluation, `answer_slots` per instance: sampled ones at
     `sampling.eval_temperature`, the greedy one at temperature 0. A sample's seed depends only
@@ -130,6 +134,7 @@ class AnswerRecord:
     executor_failure: bool  # the episode ended because the executor failed, not the code
     stop_reason: str
     answer: str | None
+    response: str = ""  # the response text, model and interpreter turns (with eval.save_responses)
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -185,7 +190,7 @@ def answer_record(traj: Trajectory, instance: Instance, cfg: Config, model: str,
         answered=traj.answer is not None, code_calls=traj.code_calls, self_checks=self_checks(traj, cfg.protocol),
         response_tokens=len(traj.response_ids), timeouts=sum(t.killed_reason == "timeout" for t in traj.turns),
         executor_failure=any(t.code is not None and t.observation is None for t in traj.turns),
-        stop_reason=traj.stop_reason, answer=traj.answer,
+        stop_reason=traj.stop_reason, answer=traj.answer, response=traj.text if cfg.eval.save_responses else "",
     )
 
 
@@ -477,14 +482,15 @@ class AnswerStore:
         if not self.path.exists():
             return []
         out = []
-        names = {f.name for f in dataclasses.fields(AnswerRecord)}
+        fields = dataclasses.fields(AnswerRecord)
+        required = {f.name for f in fields if f.default is dataclasses.MISSING}
         for line in self.path.read_text().splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:  # the line being written when the run was killed
                 continue
-            if isinstance(row, dict) and names <= row.keys():
-                out.append(AnswerRecord(**{k: row[k] for k in names}))
+            if isinstance(row, dict) and required <= row.keys():
+                out.append(AnswerRecord(**{f.name: row[f.name] for f in fields if f.name in row}))
         return out
 
     def _write_meta(self) -> None:
