@@ -1,5 +1,5 @@
 """jobs/eval.py: bad input, model folders, and end to end on the tiny model (hf engine) with
-an interruption and its resume."""
+an interruption and its resume; the RL job's held-out evaluation every run.eval_every steps."""
 
 import importlib
 import json
@@ -15,6 +15,7 @@ import pytest
 
 from r1ci import evaluation as ev
 from r1ci.config import load_config
+from r1ci.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "jobs"))
@@ -204,3 +205,30 @@ def test_eval_job_interrupted_then_resumed_compares_models_on_the_same_instances
 
     again = eval_job.run_eval(cfg, show_progress=False)  # everything done: nothing is answered again
     assert sum(again["evaluated_now"].values()) == 0 and len(answer_lines(out)) == len(rows)
+
+
+@pytest.mark.slow
+def test_rl_job_evaluates_the_policy_on_held_out_instances_every_eval_every_steps(ray_cluster, tiny_model_dir, tmp_path):
+    rl = importlib.import_module("rl")
+    from test_rl_job import tiny_overrides
+
+    out = tmp_path / "rl"
+    overrides = tiny_overrides(tiny_model_dir, out, steps=3, **{
+        "run.eval_every": 2, "eval.rl_instances_per_task": 2, "eval.samples": 1, "run.checkpoint_every": 3})
+    assert rl.main(["--config", DEMO, *overrides]) == 0
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    evaluated = [r["step"] for r in rows if "eval/accuracy" in r]
+    assert evaluated == [0, 2, 3]  # before steps 0 and 2, and the final policy
+    assert all("reward/mean" in r for r in rows[:3]) and "reward/mean" not in rows[3]
+    for key in ("eval/greedy", "eval/pass@1", "eval/accuracy_lo", "eval/code_use", "eval/self_check", "time/eval_s"):
+        assert key in rows[0], key
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("eval/accuracy")] == [0, 2, 3]
+    fig = ev.plot_learning_curves(rows, tmp_path / "curves.png")
+    panel = next(ax for ax in fig.axes if ax.get_title() == "Accuracy")
+    assert "held-out (sampled)" in [line.get_label() for line in panel.get_lines()]
