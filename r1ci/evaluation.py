@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import re
 import zlib
@@ -27,6 +28,8 @@ from r1ci.rollout import RolloutRequest, sampling_from_config
 from r1ci.tasks import FAMILIES, KINDS, Instance, generate_instances, get_task, list_tasks, resolve_task_names
 from r1ci.tasks.split import split_of
 from r1ci.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
 
 SAMPLED, GREEDY = "sampled", "greedy"  # the two kinds of answers of an evaluation
 
@@ -67,6 +70,9 @@ def held_out_instances(cfg: Config, per_task: int | None = None) -> list[Instanc
         fresh = [i for i in generate_instances(name, cfg.eval.seed, n) if i.question not in seen]
         if len(fresh) < n:  # draw past the overlap once; instance generation is deterministic per (seed, n)
             fresh = [i for i in generate_instances(name, cfg.eval.seed, n + len(seen)) if i.question not in seen]
+        if len(fresh) < n:
+            log.warning("%s: only %d of %d evaluation instances are not among its %d training questions",
+                        name, len(fresh), n, len(seen))
         out += fresh[:n]
     for name in resolve_task_names(cfg.eval.test_tasks):
         if name not in train:
