@@ -15,7 +15,6 @@ results.md, results.csv, comparisons.csv, results.json and PNG plots beside it.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -28,7 +27,9 @@ from typing import Iterator
 import numpy as np
 
 from r1ci import evaluation
-from r1ci.config import Config, ConfigError, add_cli, from_cli
+from r1ci.cli import job_main
+from r1ci.config import Config, ConfigError
+from r1ci.errors import MissingInput
 from r1ci.metrics import read_metrics
 from r1ci.models import resolve_model
 
@@ -43,10 +44,6 @@ TOKENIZER_FILES = ("tokenizer.json", "special_tokens_map.json", "vocab.json", "m
 NON_TOKENIZING = {"is_local", "local_files_only", "name_or_path", "_commit_hash", "model_max_length", "tokenizer_file"}
 
 
-class EvalInterrupted(RuntimeError):
-    """Ctrl-C or a kill during the answers: what was finished is on disk."""
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     name: str  # column name in the tables
@@ -56,7 +53,7 @@ class ModelSpec:
 
 def model_specs(cfg: Config) -> list[ModelSpec]:
     """`eval.models` ('name=path' or a path; empty: model.path), resolved; a missing folder is a
-    FileNotFoundError naming it, before anything starts."""
+    MissingInput naming it, before anything starts."""
     items = cfg.eval.models or [cfg.model.path]
     specs = []
     for item in items:
@@ -66,8 +63,8 @@ def model_specs(cfg: Config) -> list[ModelSpec]:
             raise ConfigError(f"eval.models: model name '{name}' must be letters, digits, '-', '_', '.' or '/' (write name=path)")
         try:
             model_dir = resolve_model(path, cfg.model.data_dir)
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"eval.models: {name}: {exc}") from None
+        except MissingInput as exc:
+            raise MissingInput(f"eval.models: {name}: {exc}") from None
         specs.append(ModelSpec(name, path, model_dir))
     names = [s.name for s in specs]
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -131,7 +128,7 @@ def folder_weights(model_dir: str) -> Iterator[tuple[str, np.ndarray]]:
 
     files = [f for f in _weight_files(model_dir) if f.suffix == ".safetensors"]
     if not files:
-        raise FileNotFoundError(f"{model_dir} has no .safetensors weights to load into running engines")
+        raise MissingInput(f"{model_dir} has no .safetensors weights to load into running engines")
     for f in files:
         with safe_open(str(f), framework="pt") as st:
             for name in st.keys():
@@ -198,13 +195,14 @@ def write_outputs(summary: evaluation.Summary, records: list, specs: list[ModelS
     return {k: str(v) for k, v in paths.items()}
 
 
-def run_eval(cfg: Config, show_progress: bool = True) -> dict:
+def run_eval(cfg: Config, show_progress: bool = True, verbose: bool = False) -> dict:
     """Answer, score and summarize every model of `eval.models` on the held-out instances.
 
     Returns a summary: models, instances, per model the overall accuracies and, for the
     models answered now, how they were loaded and the seconds spent loading and answering, the comparisons' verdicts and the output paths.
-    Raises ConfigError / FileNotFoundError / UnknownTaskError for bad input before starting
-    anything, and EvalInterrupted (answers so far kept) when interrupted.
+    Bad input (a missing model, an unknown task, a test task in tasks.train, an output folder
+    of other settings) raises a UserError before anything starts; Ctrl-C raises
+    KeyboardInterrupt with the answers finished so far on disk.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -224,7 +222,7 @@ def run_eval(cfg: Config, show_progress: bool = True) -> dict:
     if any(todo.values()):
         from actors.runtime import init_ray
 
-        init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus)
+        init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus, log_dir=out / "logs", verbose=verbose)
         engines = None
         try:
             engines = Engines(cfg)
@@ -249,8 +247,8 @@ def run_eval(cfg: Config, show_progress: bool = True) -> dict:
                     seconds[spec.name] = {"loaded_by": how, "load_s": loaded - start, "answer_s": time.perf_counter() - loaded}
                     log.info("%s: %s in %.1f s, answered in %.1f s", spec.name, how, loaded - start, time.perf_counter() - loaded)
         except KeyboardInterrupt:
-            raise EvalInterrupted(f"interrupted; the answers finished so far are kept in {store.path}: "
-                                  "rerun the same command to resume") from None
+            log.warning("the answers finished so far are kept in %s; the same command resumes after them", store.path)
+            raise
         finally:
             if engines is not None:
                 engines.close()
@@ -270,26 +268,17 @@ def run_eval(cfg: Config, show_progress: bool = True) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_cli(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        cfg = from_cli(args)
-        result = run_eval(cfg, show_progress=sys.stderr.isatty())
-    except (ConfigError, FileNotFoundError, ValueError) as exc:  # UnknownTaskError is a ValueError
-        print(f"eval: {exc}", file=sys.stderr)
-        return 2
-    except EvalInterrupted as exc:
-        print(f"eval: {exc}", file=sys.stderr)
-        return 130
-    report = Path(result["outputs"]["markdown"]).read_text()
-    print(report.split("\n## Behaviour")[0])
+def report(cfg: Config, show_progress: bool = True, verbose: bool = False) -> None:
+    """`run_eval`, then the accuracy tables and the comparisons on the console."""
+    result = run_eval(cfg, show_progress, verbose)
+    print(Path(result["outputs"]["markdown"]).read_text().split("\n## Behaviour")[0])
     for line in result["comparisons"]:
         print(line)
     print(f"outputs in {cfg.eval.output_dir}: {', '.join(Path(p).name for p in result['outputs'].values())}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return job_main(__doc__, "eval", report, lambda cfg: cfg.eval.output_dir, argv=argv)
 
 
 if __name__ == "__main__":

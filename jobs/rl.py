@@ -30,7 +30,7 @@ from actors.learner import LearnerGroup
 from actors.runtime import init_ray
 from r1ci import checkpoint, evaluation, rewards
 from r1ci.cli import job_main
-from r1ci.config import Config, ConfigError, to_dict
+from r1ci.config import Config, to_dict
 from r1ci.metrics import MetricsLogger, group_pass_rates, rollout_metrics
 from r1ci.models import resolve_model
 from r1ci.rollout import RolloutRequest, sampling_from_config

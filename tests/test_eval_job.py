@@ -86,15 +86,15 @@ def test_missing_model_folder_is_one_clear_error_and_writes_nothing(tiny_model_d
     out = tmp_path / "out"
     code, err = run_main(eval_overrides([f"base={tiny_model_dir}", "sft=runs/nope/final"], out), capsys)
     assert code == 2
-    assert err.startswith("eval: eval.models: sft: model path 'runs/nope/final' does not exist")
-    assert not out.exists()
+    assert err.startswith("eval: error: eval.models: sft: model path 'runs/nope/final' does not exist")
+    assert not (out / "answers.jsonl").exists()
 
 
 def test_unknown_task_and_test_task_in_training_are_one_clear_error_each(tiny_model_dir, tmp_path, capsys):
     code, err = run_main(eval_overrides([tiny_model_dir], tmp_path / "a", **{"tasks.train": "[toy_run_cod]"}), capsys)
-    assert code == 2 and err.startswith("eval: unknown task 'toy_run_cod': did you mean toy_run_code")
+    assert code == 2 and err.startswith("eval: error: unknown task 'toy_run_cod': did you mean toy_run_code")
     code, err = run_main(eval_overrides([tiny_model_dir], tmp_path / "b", **{"tasks.train": "[toy_run_code,game24]"}), capsys)
-    assert code == 2 and err.startswith("eval: tasks.train: game24 belong to the test split")
+    assert code == 2 and err.startswith("eval: error: tasks.train: game24 belong to the test split")
 
 
 def test_resume_with_other_answer_settings_is_refused_and_keeps_the_answers(tiny_model_dir, tmp_path, capsys):
@@ -173,7 +173,7 @@ def test_eval_job_interrupted_then_resumed_compares_models_on_the_same_instances
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-3000:]
-    assert "interrupted; the answers finished so far are kept in" in stderr and "rerun the same command" in stderr
+    assert "the answers finished so far are kept in" in stderr and "eval: interrupted; run the same command again" in stderr
     before = answer_lines(out)
     assert 0 < len(before) < 3 * 4 * 3
 
