@@ -28,13 +28,13 @@ from actors.executor import ExecutorPool
 from actors.fleet import GeneratorFleet
 from actors.learner import LearnerGroup
 from actors.runtime import init_ray
-from r1ci import checkpoint, rewards
+from r1ci import checkpoint, evaluation, rewards
 from r1ci.cli import job_main
-from r1ci.config import Config, ConfigError, to_dict
+from r1ci.config import Config, to_dict
 from r1ci.metrics import MetricsLogger, group_pass_rates, rollout_metrics
 from r1ci.models import resolve_model
 from r1ci.rollout import RolloutRequest, sampling_from_config
-from r1ci.tasks import generate_instances, get_task, list_tasks, resolve_task_names
+from r1ci.tasks import generate_instances, get_task
 from r1ci.tasks.base import Instance
 from r1ci.curriculum import read_pass_rates
 from r1ci.trajectory import Trajectory
@@ -48,14 +48,9 @@ class LearnerDied(RuntimeError):
 
 def training_samples(cfg: Config) -> dict[str, Instance]:
     """Every training instance by its stable id; test-split tasks are refused."""
-    names = resolve_task_names(cfg.tasks.train)
-    test = {t.name for t in list_tasks(split="test")}
-    leaked = sorted(set(names) & test)
-    if leaked:
-        raise ConfigError(f"tasks.train: {', '.join(leaked)} belong to the test split and never reach training")
     return {
         inst.id: inst
-        for name in names
+        for name in evaluation.training_task_names(cfg)
         for inst in generate_instances(name, cfg.tasks.seed, cfg.tasks.instances_per_task)
     }
 
@@ -78,6 +73,7 @@ class RLJob:
         torch.manual_seed(cfg.run.seed)
         os.environ["R1CI_DATA_DIR"] = os.path.expanduser(cfg.model.data_dir)  # where BBH data lives
         self.samples = training_samples(cfg)
+        self.held_out = evaluation.held_out_instances(cfg, cfg.eval.rl_instances_per_task) if cfg.run.eval_every else []
         self.family_of = {name: get_task(name).family for name in {i.task for i in self.samples.values()}}
         model_dir = resolve_model(cfg.model.path, cfg.model.data_dir)
         pass_rates = read_pass_rates(cfg.curriculum.potentials) if cfg.curriculum.potentials else None
@@ -172,6 +168,17 @@ class RLJob:
         self.logger.log(step, metrics, histograms)
         return metrics
 
+    def evaluate(self, step: int) -> dict[str, float]:
+        """The policy now served (weights version `self.version`) on the fixed held-out set, with
+        jobs/eval.py's requests and scoring; logged as eval/... at `step` (the version's own step)."""
+        start = time.perf_counter()
+        requests = evaluation.answer_requests(self.held_out, self.cfg)
+        records = evaluation.score_answers(requests, self.generators.rollout(requests, self.version), self.cfg, "policy")
+        metrics = evaluation.scalar_metrics(evaluation.summarize(records, self.cfg), "policy")
+        metrics["time/eval_s"] = time.perf_counter() - start
+        self.logger.log(step, metrics)
+        return metrics
+
     def save(self, step: int) -> Path:
         state = {
             "weight_version": self.version,
@@ -189,7 +196,10 @@ class RLJob:
         with Progress(TextColumn("RL"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TextColumn("{task.fields[info]}"), disable=not show_progress) as bar:
             task = bar.add_task("rl", total=steps, completed=self.start_step, info="")
+            every = self.cfg.run.eval_every
             for step in range(self.start_step, steps):
+                if every and step % every == 0:  # the weights this step samples with, before it trains
+                    self.evaluate(step)
                 try:
                     m = self.step(step)
                 except LearnerDied as exc:
@@ -204,6 +214,8 @@ class RLJob:
                 done = step + 1
                 if done % self.cfg.run.checkpoint_every == 0 or done == steps:
                     self.save(done)
+            if every and self.start_step < steps:
+                self.evaluate(steps)  # the final policy
         self.learners.save_hf(str(self.out / "final_model"))
         return history
 

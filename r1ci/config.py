@@ -110,9 +110,7 @@ class GeneratorConfig:
 @dataclass
 class TasksConfig:
     train: list = knob(["train"], "Training tasks: task names, or 'train' for the whole training split.")
-    eval: list = knob(["test"], "Evaluation tasks: task names, or 'test' for the whole test split.")
     instances_per_task: int = knob(200, "Instances generated per task.")
-    eval_instances_per_task: int = knob(20, "Instances per task used for evaluation.")
     seed: int = knob(0, "Seed for instance generation.")
     prompt_style: str = knob("agent", "Prompt style for RL rollouts: text, code, agent or guided.")
 
@@ -244,13 +242,30 @@ class ServeConfig:
 
 
 @dataclass
+class EvalConfig:
+    models: list = knob([], "Models jobs/eval.py compares on the same instances, each 'name=path' or a path: smollm2, tiny, a Hugging Face folder (runs/sft/final, runs/demo/final_model); empty: model.path.")
+    test_tasks: list = knob(["test"], "Test-split tasks evaluated besides the held-out instances of tasks.train: names, or 'test' for the whole test split; [] for none.")
+    instances_per_task: int = knob(20, "Instances per task (fewer where a task has fewer that training never sees).")
+    seed: int = knob(2, "Instance seed for evaluation; must differ from tasks.seed and synthesis.seed, and questions that also occur among training instances are left out.")
+    samples: int = knob(4, "Sampled answers per instance at sampling.eval_temperature: the k of pass@k; 0 for greedy only.")
+    greedy: bool = knob(True, "Also one greedy answer (temperature 0) per instance.")
+    prompt_style: str = knob("agent", "Prompt style of the evaluation answers: text, code, agent or guided.")
+    bootstrap: int = knob(2000, "Bootstrap resamples (over instances) for every interval.")
+    confidence: float = knob(0.95, "Coverage of the bootstrap intervals.")
+    output_dir: str = knob("runs/eval", "answers.jsonl (every answer, kept when interrupted: a rerun resumes), results.md/.csv/.json and the plots.")
+    chunk_size: int = knob(8, "Instances rolled out together; each finished chunk is written before the next starts.")
+    save_responses: bool = knob(True, "Keep each answer's full response text in answers.jsonl (to read what the model did; large for long responses).")
+    rl_instances_per_task: int = knob(4, "Instances per task of the fixed held-out set that jobs/rl.py evaluates every run.eval_every steps.")
+
+
+@dataclass
 class RunConfig:
     steps: int = knob(10, "RL steps to run.")
     prompts_per_step: int = knob(4, "Prompts per step; each is rolled out group_size times.")
     seed: int = knob(0, "Seed for sampling, batching and initialization.")
     output_dir: str = knob("runs/demo", "Checkpoints, TensorBoard events and metrics go here.")
     checkpoint_every: int = knob(5, "Steps between checkpoints (one is always written at the end).")
-    eval_every: int = knob(0, "Steps between evaluations on eval tasks; 0 disables.")
+    eval_every: int = knob(0, "Steps between evaluations of the policy on a fixed held-out set (eval.rl_instances_per_task per task, logged as eval/...); 0 disables.")
     ray_address: str = knob("auto", "Ray cluster to join; 'auto' joins a running one or starts a local one, 'local' always starts one.")
     ray_num_cpus: int = knob(0, "CPUs for a locally started Ray; 0 means all.")
 
@@ -272,6 +287,7 @@ class Config:
     sft: SFTConfig = field(default_factory=SFTConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -290,6 +306,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "synthesis.executor": ("local", "pool"),
     "sft.lr_schedule": ("constant", "linear", "cosine"),
     "serve.prompt_style": ("text", "code", "agent", "guided"),
+    "eval.prompt_style": ("text", "code", "agent", "guided"),
 }
 
 POSITIVE = {
@@ -302,7 +319,8 @@ POSITIVE = {
     "run.steps", "run.prompts_per_step", "run.checkpoint_every",
     "synthesis.instances_per_task", "synthesis.max_per_task", "synthesis.concurrency", "synthesis.shard_size",
     "synthesis.max_tokens", "sft.epochs", "sft.batch_size", "sft.lr", "sft.max_seq_len", "profile.samples_per_style",
-    "profile.chunk_size", "reward.max_answer_chars", "serve.num_replicas", "serve.num_cpus", "serve.max_ongoing_requests", "serve.max_n",
+    "profile.chunk_size", "reward.max_answer_chars", "eval.instances_per_task", "eval.bootstrap", "eval.chunk_size",
+    "eval.rl_instances_per_task", "serve.num_replicas", "serve.num_cpus", "serve.max_ongoing_requests", "serve.max_n",
 }
 
 
@@ -398,7 +416,23 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"serve.route_prefix: need '/' or a path like '/r1ci' (no trailing '/', no braces), got {prefix!r}")
     if not cfg.serve.model_name.strip():
         raise ConfigError("serve.model_name: must not be empty (it is the model id clients send)")
+    _validate_eval(cfg)
     return cfg
+
+
+def _validate_eval(cfg: Config) -> None:
+    ev = cfg.eval
+    for key, seed in (("tasks.seed", cfg.tasks.seed), ("synthesis.seed", cfg.synthesis.seed)):
+        if ev.seed == seed:
+            raise ConfigError(f"eval.seed: {ev.seed} is also {key}; evaluation needs instances training never uses, pick another seed")
+    if ev.samples < 0 or (ev.samples == 0 and not ev.greedy):
+        raise ConfigError(f"eval.samples: need 0 or more sampled answers, and at least one answer per instance (eval.greedy true or eval.samples > 0), got {ev.samples}")
+    if not 0.0 < ev.confidence < 1.0:
+        raise ConfigError(f"eval.confidence: must be in (0, 1), got {ev.confidence}")
+    if cfg.run.eval_every < 0:
+        raise ConfigError(f"run.eval_every: must be 0 (off) or a number of steps, got {cfg.run.eval_every}")
+    if any(not isinstance(m, str) or not m.strip() for m in ev.models):
+        raise ConfigError(f"eval.models: need strings 'name=path' or paths, got {ev.models}")
 
 
 def get_key(cfg: Any, dotted: str) -> Any:

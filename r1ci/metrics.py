@@ -77,12 +77,14 @@ class MetricsLogger:
 
 
 def read_metrics(out_dir: str | Path) -> list[dict]:
-    """The rows of `metrics.jsonl`, last row per step wins (a resumed run rewrites its steps)."""
+    """The rows of `metrics.jsonl`, one per step: rows of the same step are merged (a step's
+    training and held-out evaluation metrics are logged apart) and a later value wins (a
+    resumed run rewrites its steps)."""
     path = Path(out_dir) / "metrics.jsonl"
     rows: dict[int, dict] = {}
     if path.exists():
         for line in path.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
-                rows[row["step"]] = row
+                rows.setdefault(row["step"], {}).update(row)
     return [rows[k] for k in sorted(rows)]

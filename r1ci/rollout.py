@@ -168,7 +168,7 @@ async def rollout_from_prompt(
             turn = Turn(text=text, code=block.code)
             traj.turns.append(turn)
             turn_ids = []
-            observation = await _run_code(executor, block.code, cfg, traj)
+            observation = await _run_code(executor, turn, cfg, traj)
             if observation is None:
                 break
             traj.code_calls += 1
@@ -199,12 +199,13 @@ async def rollout_from_prompt(
     return traj
 
 
-async def _run_code(executor: CodeExecutor, code: str, cfg: Config, traj: Trajectory) -> str | None:
-    """The observation text for one code call, or None after marking `traj` as failed."""
+async def _run_code(executor: CodeExecutor, turn: Turn, cfg: Config, traj: Trajectory) -> str | None:
+    """The observation text for `turn`'s code call (noting on the turn why the executor stopped
+    it, if it did), or None after marking `traj` as failed."""
     timeout = cfg.sandbox.timeout_s
     start = time.perf_counter()
     try:
-        result = await asyncio.wait_for(executor.arun(code, timeout), timeout + cfg.generator.exec_grace_s)
+        result = await asyncio.wait_for(executor.arun(turn.code, timeout), timeout + cfg.generator.exec_grace_s)
     except asyncio.TimeoutError:
         traj.stop_reason = STOP_ERROR
         traj.error = f"executor gave no result within {timeout + cfg.generator.exec_grace_s:g} s (sandbox timeout {timeout:g} s)"
@@ -214,6 +215,7 @@ async def _run_code(executor: CodeExecutor, code: str, cfg: Config, traj: Trajec
         return None
     finally:
         traj.code_wait_s += time.perf_counter() - start
+    turn.killed_reason = result.killed_reason or ("timeout" if result.timed_out else "")
     if result.killed_reason in EXECUTOR_FAILURES:
         traj.stop_reason, traj.error = STOP_ERROR, f"executor failed ({result.killed_reason}): {result.stderr[-300:]}"
         return None

@@ -109,6 +109,7 @@ def test_code_runs_and_its_output_follows_as_masked_tokens(tokenizer, cfg, sandb
     assert traj.code_calls == 1 and len(traj.turns) == 2
     assert traj.turns[0].code == "print(6 * 7)"
     assert traj.turns[0].observation == "Code Execution Results:\n42\n"
+    assert traj.turns[0].killed_reason == ""
     assert traj.prompt_ids == prompt_ids(tokenizer, INSTANCE.question, "agent", cfg)
     assert tokenizer.decode(traj.prompt_ids).endswith("<|im_start|>assistant\n")
     assert (traj.task, traj.sample_id, traj.group_id, traj.weight_version) == ("arith", "arith/0/3", "g0", 7)
@@ -187,6 +188,7 @@ def test_code_that_never_returns_times_out_in_the_observation(tokenizer, cfg, sa
     traj = run(engine, cfg, sandbox)
     assert time.perf_counter() - start < 10
     assert traj.turns[0].observation.count("0.5 s limit") == 1  # the sandbox's own note, not repeated
+    assert traj.turns[0].killed_reason == "timeout"  # what evaluation counts as a timeout
     assert traj.stop_reason == STOP_ANSWER
 
 
