@@ -111,7 +111,7 @@ def main() -> None:
             f"tasks.instances_per_task={args.instances}", f"run.checkpoint_every={args.steps}",
         ], work / f"rl_{sampler}.log")
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        after = evaluate(str(out / "final_model"), sampler)
+        after = evaluate(str(out / "final"), sampler)
         arms[sampler] = {
             "eval_accuracy": after,
             "gain": after - before,

@@ -1,7 +1,7 @@
 """Evaluate models on the same held-out instances: accuracy, pass@k, code use, self-checking.
 
     python jobs/eval.py --config configs/demo.yaml \
-        eval.models=[base=smollm2,sft=runs/sft/final,rl=runs/demo/final_model]
+        eval.models=[base=smollm2,sft=runs/sft/final,rl=runs/demo/final]
 
 Every model answers the same instances (`r1ci.evaluation.held_out_instances`: held-out
 instances of tasks.train and the eval.test_tasks), eval.samples times at
@@ -76,7 +76,7 @@ def model_specs(cfg: Config) -> list[ModelSpec]:
 def _default_name(path: str) -> str:
     """'smollm2' -> smollm2; runs/sft/final -> sft/final (the job's folder tells finals apart)."""
     parts = Path(path).parts
-    return "/".join(parts[-2:]) if len(parts) > 1 and parts[-1] in ("final", "final_model") else (parts[-1] if parts else path)
+    return "/".join(parts[-2:]) if len(parts) > 1 and parts[-1] == "final" else (parts[-1] if parts else path)
 
 
 def _weight_files(model_dir: str) -> list[Path]:
@@ -185,7 +185,7 @@ def write_outputs(summary: evaluation.Summary, records: list, specs: list[ModelS
     paths["json"].write_text(json.dumps(summary.to_json(), indent=1))
     evaluation.plot_family_accuracy(summary, paths["family_plot"])
     evaluation.plot_code_calls(records, paths["code_calls_plot"], summary.models)
-    for spec in specs:  # an RL run's final_model: its learning curves from the run's metrics.jsonl
+    for spec in specs:  # an RL run's final folder: its learning curves from the run's metrics.jsonl
         run_dir = Path(spec.model_dir).parent
         rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
         if any("reward/mean" in r for r in rows):

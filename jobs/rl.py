@@ -216,7 +216,7 @@ class RLJob:
                     self.save(done)
             if every and self.start_step < steps:
                 self.evaluate(steps)  # the final policy
-        self.learners.save_hf(str(self.out / "final_model"))
+        self.learners.save_hf(str(self.out / "final"))
         return history
 
     def close(self) -> None:

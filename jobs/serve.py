@@ -1,6 +1,6 @@
 """Serve a model behind an OpenAI-compatible API; the code interpreter runs on the server.
 
-    python jobs/serve.py --config configs/demo.yaml model.path=runs/demo/final_model serve.port=8000
+    python jobs/serve.py --config configs/demo.yaml model.path=runs/demo/final serve.port=8000
     ray job submit -- python jobs/serve.py --config configs/<recipe>.yaml model.path=... serve.host=0.0.0.0
 
 Prints the URL and an `openai` client snippet, then serves until Ctrl-C (or `ray job stop`),

@@ -243,7 +243,7 @@ class ServeConfig:
 
 @dataclass
 class EvalConfig:
-    models: list = knob([], "Models jobs/eval.py compares on the same instances, each 'name=path' or a path: smollm2, tiny, a Hugging Face folder (runs/sft/final, runs/demo/final_model); empty: model.path.")
+    models: list = knob([], "Models jobs/eval.py compares on the same instances, each 'name=path' or a path: smollm2, tiny, a Hugging Face folder (runs/sft/final, runs/demo/final); empty: model.path.")
     test_tasks: list = knob(["test"], "Test-split tasks evaluated besides the held-out instances of tasks.train: names, or 'test' for the whole test split; [] for none.")
     instances_per_task: int = knob(20, "Instances per task (fewer where a task has fewer that training never sees).")
     seed: int = knob(2, "Instance seed for evaluation; must differ from tasks.seed and synthesis.seed, and questions that also occur among training instances are left out.")

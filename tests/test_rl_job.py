@@ -39,7 +39,7 @@ def tiny_overrides(model_dir, out, steps=2, **extra):
 
 
 @pytest.mark.slow
-def test_rl_job_runs_steps_writes_metrics_checkpoint_and_final_model(ray_cluster, tiny_model_dir, tmp_path):
+def test_rl_job_runs_steps_writes_metrics_checkpoint_and_final_model_folder(ray_cluster, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     assert rl.main(["--config", str(ROOT / "configs/demo.yaml"), *tiny_overrides(tiny_model_dir, out)]) == 0
     rows = read_metrics(out)
@@ -49,7 +49,7 @@ def test_rl_job_runs_steps_writes_metrics_checkpoint_and_final_model(ray_cluster
         assert key in rows[-1], key
     assert rows[-1]["weights/version"] == 2
     assert (out / "checkpoints" / "latest").read_text() == "step_000002"
-    assert (out / "final_model" / "config.json").exists()
+    assert (out / "final" / "config.json").exists()
     assert list((out / "tensorboard").iterdir())
 
 
