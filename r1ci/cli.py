@@ -24,20 +24,25 @@ FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def setup_logging(log_file: Path | None, verbose: bool) -> None:
-    """INFO and up into `log_file`; on the console warnings only, or everything with `verbose`."""
+    """INFO and up into `log_file`; on the console warnings only, or everything with `verbose`.
+    Replaces the handlers an earlier job in this process added and leaves any others (pytest's)."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
+    for handler in [h for h in root.handlers if getattr(h, "r1ci_job", False)]:
         root.removeHandler(handler)
+        handler.close()
     root.setLevel(logging.INFO)
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.INFO if verbose else logging.WARNING)
     console.setFormatter(logging.Formatter(CONSOLE_FORMAT))
-    root.addHandler(console)
+    handlers: list[logging.Handler] = [console]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         to_file = logging.FileHandler(log_file)
         to_file.setFormatter(logging.Formatter(FILE_FORMAT))
-        root.addHandler(to_file)
+        handlers.append(to_file)
+    for handler in handlers:
+        handler.r1ci_job = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
 
 
 def job_main(

@@ -86,3 +86,21 @@ def test_ray_worker_output_goes_to_the_log_folder_not_the_console(tmp_path):
     assert "vllm-like line" not in proc.stdout + proc.stderr
     logged = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
     assert "vllm-like line from a worker" in logged
+
+
+def test_a_job_keeps_logging_handlers_it_did_not_add(tmp_path):
+    # pytest's caplog, or an application embedding a job, must keep seeing its records.
+    import logging
+
+    from r1ci.cli import setup_logging
+
+    theirs = logging.Handler()
+    logging.getLogger().addHandler(theirs)
+    try:
+        setup_logging(tmp_path / "a.log", verbose=False)
+        setup_logging(tmp_path / "b.log", verbose=False)
+        root = logging.getLogger().handlers
+        assert theirs in root
+        assert sum(getattr(h, "r1ci_job", False) for h in root) == 2  # console + b.log, a.log closed
+    finally:
+        logging.getLogger().removeHandler(theirs)
