@@ -1,10 +1,10 @@
-# Two commands on a fresh machine: `make demo` (set up, then run the RL job on the CPU
+# Two commands on a fresh machine: `make demo` (set up, then the whole pipeline on the CPU
 # default) and `make test` (set up, then run the whole suite).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo demo-stages test bench clean
 
 setup: $(VENV)/.installed
 
@@ -24,8 +24,43 @@ $(VENV)/.installed: requirements.txt Makefile
 	$(BIN)/python jobs/data.py fetch-bbh
 	touch $@
 
+# The paper's pipeline on the CPU default, one job per stage, each skipped when its output
+# exists (rerunning after an interruption continues where it stopped): synthesize SFT
+# trajectories with the offline teacher, SFT, profile the SFT model's pass rates, RL with the
+# curriculum, then evaluate base, SFT and RL on the same held-out instances.
+# DEMO_SET: overrides for every stage (the test shrinks the pipeline with it).
+DEMO ?= runs/demo
+DEMO_CONFIG ?= configs/demo.yaml
+DEMO_BASE ?= smollm2
+DEMO_SET ?=
+PY ?= $(BIN)/python
+STAGE = $(PY) jobs/$(1).py $(2) --config $(DEMO_CONFIG) $(DEMO_SET)
+
 demo: setup
-	$(BIN)/python jobs/rl.py --config configs/demo.yaml
+	@$(MAKE) --no-print-directory demo-stages
+
+demo-stages: $(DEMO)/eval/results.md
+	@echo "== serve the RL model with any OpenAI client: $(PY) jobs/serve.py --config $(DEMO_CONFIG) model.path=$(DEMO)/rl/final"
+
+$(DEMO)/sft_data/counts.json:
+	@echo "== demo 1/5: SFT trajectories from the offline teacher"
+	$(call STAGE,synthesize) model.path=$(DEMO_BASE) synthesis.output_dir=$(DEMO)/sft_data
+
+$(DEMO)/sft/summary.json: $(DEMO)/sft_data/counts.json
+	@echo "== demo 2/5: SFT of $(DEMO_BASE)"
+	$(call STAGE,sft) model.path=$(DEMO_BASE) sft.data=$(DEMO)/sft_data sft.output_dir=$(DEMO)/sft
+
+$(DEMO)/potentials.parquet: $(DEMO)/sft/summary.json
+	@echo "== demo 3/5: profile the SFT model's pass rates (the curriculum's stages)"
+	$(call STAGE,profile_samples) model.path=$(DEMO)/sft/final profile.output=$@
+
+$(DEMO)/rl/summary.json: $(DEMO)/potentials.parquet
+	@echo "== demo 4/5: RL from the SFT model, with the curriculum"
+	$(call STAGE,rl,--resume) model.path=$(DEMO)/sft/final curriculum.potentials=$< run.output_dir=$(DEMO)/rl
+
+$(DEMO)/eval/results.md: $(DEMO)/rl/summary.json
+	@echo "== demo 5/5: base, SFT and RL on the same held-out instances"
+	$(call STAGE,eval) "eval.models=[base=$(DEMO_BASE),sft=$(DEMO)/sft/final,rl=$(DEMO)/rl/final]" eval.output_dir=$(DEMO)/eval
 
 test: setup
 	$(BIN)/python -m pytest tests

@@ -10,6 +10,7 @@ One step is the six steps of DESIGN.md, in order, in `RLJob.step`.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import random
@@ -235,6 +236,9 @@ def run_rl(cfg: Config, show_progress: bool = True, verbose: bool = False, resum
     finally:
         job.close()
     last = history[-1] if history else {}
+    summary = {"steps": cfg.run.steps, "trained_now": len(history), "last": last,
+               "final_dir": str((Path(cfg.run.output_dir) / "final").resolve())}
+    (Path(cfg.run.output_dir) / "summary.json").write_text(json.dumps(summary, indent=1))  # written last: the run is done
     print(f"done: {len(history)} steps, last reward {last.get('reward/mean', float('nan')):.3f}, "
           f"outputs in {cfg.run.output_dir}")
 

@@ -50,6 +50,18 @@ def evaluate(group, trajs: list[Trajectory], batch_size: int) -> float:
     return total / max(tokens, 1)
 
 
+def check_vocabulary(trajs: list[Trajectory], model_dir: str, data: str) -> None:
+    """Refuse SFT data whose token ids the model has no embedding for (it was tokenized for
+    another model), before any learner starts."""
+    from transformers import AutoConfig
+
+    vocab = AutoConfig.from_pretrained(model_dir).vocab_size
+    top = max(max(t.input_ids) for t in trajs)
+    if top >= vocab:
+        raise UserError(f"'{data}' holds token id {top}, beyond the {vocab} tokens of '{model_dir}': it was "
+                        "synthesized for another model; run jobs/synthesize.py with the same model.path")
+
+
 def run_sft(cfg: Config, show_progress: bool = True, verbose: bool = False) -> dict:
     """Train, evaluate and save; returns a summary (losses, steps, the final folder)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -78,9 +90,11 @@ def run_sft(cfg: Config, show_progress: bool = True, verbose: bool = False) -> d
         raise UserError(f"{len(train)} training trajectories make no batch of {multiple} (learner.num_learners)")
     log.info("SFT on %d trajectories (%d held out, %d too long), %d steps", len(train), len(held_out), dropped, total)
 
+    model_dir = resolve_model(cfg.model.path, cfg.model.data_dir)
+    check_vocabulary(trajs, model_dir, sc.data)
     out = Path(sc.output_dir)
     init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus, log_dir=out / "logs", verbose=verbose)
-    group = LearnerGroup.create(learner_config(cfg), resolve_model(cfg.model.path, cfg.model.data_dir))
+    group = LearnerGroup.create(learner_config(cfg), model_dir)
     logger = MetricsLogger(out)
     summary: dict = {"train_trajectories": len(train), "eval_trajectories": len(held_out), "too_long": dropped, "steps": total}
     try:

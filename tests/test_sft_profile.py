@@ -117,3 +117,15 @@ def test_profile_writes_pass_rates_that_build_stages_and_resumes(sft_run, tmp_pa
     again = profile.run_profile(load_config(None, args), show_progress=False)
     assert again["profiled_now"] == 0 and again["samples"] == 6
     assert json.dumps(first["stage_sizes"]) == json.dumps(again["stage_sizes"])
+
+
+def test_sft_refuses_data_tokenized_for_another_model(tiny_model_dir):
+    from r1ci.errors import UserError
+    from r1ci.trajectory import Trajectory
+
+    sft = load_job("sft")
+    fits = Trajectory(task="t", sample_id="t/0/0", group_id="g", prompt_ids=[1, 2], response_ids=[3], loss_mask=[1], logprobs=[0.0])
+    sft.check_vocabulary([fits], tiny_model_dir, "data/sft")
+    beyond = Trajectory(task="t", sample_id="t/0/1", group_id="g", prompt_ids=[1, 2], response_ids=[49151], loss_mask=[1], logprobs=[0.0])
+    with pytest.raises(UserError, match="synthesized for another model"):
+        sft.check_vocabulary([fits, beyond], tiny_model_dir, "data/sft")
