@@ -1,15 +1,16 @@
-"""Curriculum vs uniform sampling: the same start checkpoint, seed and step count, two RL runs.
+"""Curriculum vs uniform sampling, over seeds: the same start model, the same held-out
+instances, `curriculum.drop_uniform_groups` on in both arms.
 
-    python benchmarks/curriculum.py --json                       # builds an SFT start checkpoint first
-    python benchmarks/curriculum.py --model runs/sft/final --steps 20 --set learner.lr=5e-6
+    python benchmarks/curriculum.py --json                          # synthesize + SFT a start model first
+    python benchmarks/curriculum.py --model runs/demo/sft/final --potentials runs/demo/potentials.parquet
 
-Pipeline, each stage a real job in its own process: (1) start checkpoint: `--model`, or
-offline synthesis + jobs/sft.py on the training tasks; (2) jobs/profile_samples.py on the training
-samples (pass rates -> potentials); (3) jobs/rl.py twice, curriculum.sampler=curriculum and
-=uniform, same seed and steps; (4) the start model and both RL results answer the same
-held-out instances (another instance seed, or --eval-tasks), scored by the task verifiers.
-Prints a table (or one JSON object with --json): accuracy before/after and gain per arm, and
-the ratio of the gains.
+Each stage is a real job in its own process, with the demo config and the overrides given:
+(1) the start model: `--model`, or offline synthesis + jobs/sft.py; (2) jobs/profile_samples.py
+on the training samples (or `--potentials`); (3) jobs/rl.py for every seed with
+curriculum.sampler=curriculum and =uniform; (4) one jobs/eval.py of the start model and every
+RL result on the same held-out instances. Reports each arm's gain over the start model per seed
+(paired over instances, bootstrap interval) and its mean over seeds (95% t-interval), the same
+for curriculum minus uniform, and the minutes every stage took.
 """
 
 from __future__ import annotations
@@ -23,125 +24,115 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from r1ci.evaluation import Estimate, mean_over_seeds  # noqa: E402
+
+ARMS = ("curriculum", "uniform")
 
 
-def job(name: str, config: str, overrides: list[str], log: Path) -> float:
-    """Run `python jobs/<name>.py --config config overrides...`; returns wall seconds, raises on failure."""
+def job(name: str, args: list[str], log: Path) -> float:
+    """Run `python jobs/<name>.py args...` with its output in `log`; wall seconds, SystemExit on failure."""
     start = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.run([sys.executable, str(ROOT / "jobs" / f"{name}.py"), "--config", config, *overrides],
-                              cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run([sys.executable, str(ROOT / "jobs" / f"{name}.py"), *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode:
         tail = "\n".join(log.read_text().splitlines()[-15:])
         raise SystemExit(f"jobs/{name}.py failed (exit {proc.returncode}); log {log}:\n{tail}")
     return time.perf_counter() - start
 
 
-def accuracy(potentials: Path) -> float:
-    """Mean verifier pass rate over the samples of a profile Parquet."""
-    import pyarrow.parquet as pq
+def as_list(e: Estimate) -> list[float]:
+    return [round(e.value, 4), round(e.lo, 4), round(e.hi, 4)]
 
-    rates = pq.read_table(potentials, columns=["pass_rate"]).column("pass_rate").to_pylist()
-    return sum(rates) / len(rates)
+
+def analyse(results: dict, seeds: list[int], metric: str = "accuracy") -> dict:
+    """Gains from jobs/eval.py's results.json: per seed (paired bootstrap over instances) and
+    their mean over seeds (t-interval)."""
+    acc = {m: r["accuracy"][metric]["value"] for m, r in results["groups"]["all"].items()}
+    paired = {(c["a"], c["b"]): c["diff"] for c in results["comparisons"] if c["group"] == "all" and c["metric"] == metric}
+
+    def diff(a: str, b: str) -> dict:  # b - a on the same instances
+        d = paired[(a, b)] if (a, b) in paired else {k: -v for k, v in paired[(b, a)].items()}
+        lo, hi = sorted((d["lo"], d["hi"]))
+        return {"value": d["value"], "lo": lo, "hi": hi, "significant": lo > 0 or hi < 0}
+
+    out: dict = {"accuracy_start": acc["start"], "metric": metric}
+    for arm in ARMS:
+        per_seed = {s: diff("start", f"{arm}_s{s}") for s in seeds}
+        out[arm] = {"accuracy": {s: acc[f"{arm}_s{s}"] for s in seeds}, "gain_per_seed": per_seed,
+                    "gain_mean": as_list(mean_over_seeds([g["value"] for g in per_seed.values()]))}
+    per_seed = {s: diff(f"uniform_s{s}", f"curriculum_s{s}") for s in seeds}
+    mean = mean_over_seeds([d["value"] for d in per_seed.values()])
+    out["curriculum_minus_uniform"] = {"per_seed": per_seed, "mean": as_list(mean),
+                                       "significant": bool(mean.lo > 0 or mean.hi < 0)}
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ap.add_argument("--config", default="configs/demo.yaml")
-    ap.add_argument("--model", default="", help="start checkpoint (HF folder or 'smollm2'); empty: synthesize + SFT one")
-    ap.add_argument("--potentials", default="", help="pass rates from an earlier jobs/profile_samples.py run of --model on the same samples; empty: profile now")
-    ap.add_argument("--tasks", default="toy_run_code,number_multiply,multistep_arithmetic_two", help="training tasks (comma-separated)")
-    ap.add_argument("--eval-tasks", default="", help="evaluation tasks; empty: held-out instances of --tasks")
-    ap.add_argument("--instances", type=int, default=16, help="training instances per task")
-    ap.add_argument("--eval-instances", type=int, default=12, help="evaluation instances per task")
-    ap.add_argument("--eval-samples", type=int, default=2, help="answers per evaluation instance")
-    ap.add_argument("--steps", type=int, default=8, help="RL steps per arm")
-    ap.add_argument("--prompts-per-step", type=int, default=2)
-    ap.add_argument("--group-size", type=int, default=4)
-    ap.add_argument("--sft-epochs", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default="", help="start model (HF folder); empty: synthesize + SFT one with the config")
+    ap.add_argument("--potentials", default="", help="pass rates of --model on the same training samples (jobs/profile_samples.py); empty: profile now")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run.seed of the RL runs (at least 3 for an interval worth reading)")
+    ap.add_argument("--steps", type=int, default=0, help="RL steps per run (0: the config's run.steps)")
     ap.add_argument("--workdir", default="runs/bench_curriculum")
-    ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every job")
+    ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every job (e.g. eval.instances_per_task=30)")
     args = ap.parse_args()
 
     work = (ROOT / args.workdir).resolve()
-    shutil.rmtree(work, ignore_errors=True)  # profile parts resume: never mix in an earlier run's results
+    shutil.rmtree(work, ignore_errors=True)  # every stage resumes: never mix in an earlier run's results
     work.mkdir(parents=True)
-    tasks = f"tasks.train=[{args.tasks}]"
-    common = [f"run.seed={args.seed}", "run.ray_address=local", *args.set]
+    base = ["--config", args.config, "run.ray_address=local", *args.set]
     seconds: dict[str, float] = {}
+    start_all = time.perf_counter()
 
     model = args.model
     if not model:
         data = work / "sft_data"
-        seconds["synthesize"] = job("synthesize", args.config, [*common, tasks, f"synthesis.output_dir={data}",
-                                    f"synthesis.instances_per_task={args.instances}"], work / "synthesize.log")
-        seconds["sft"] = job("sft", args.config, [*common, f"sft.data={data}", f"sft.output_dir={work / 'sft'}",
-                             f"sft.epochs={args.sft_epochs}", "sft.batch_size=4"], work / "sft.log")
+        seconds["synthesize"] = job("synthesize", [*base, f"synthesis.output_dir={data}"], work / "synthesize.log")
+        seconds["sft"] = job("sft", [*base, f"sft.data={data}", f"sft.output_dir={work / 'sft'}"], work / "sft.log")
         model = str(work / "sft" / "final")
-
     potentials = work / "potentials.parquet"
-    if args.potentials:  # profiled before, from the same start checkpoint and samples
+    if args.potentials:
         shutil.copy(args.potentials, potentials)
     else:
-        seconds["profile"] = job("profile_samples", args.config, [*common, tasks, f"model.path={model}", f"tasks.instances_per_task={args.instances}",
-                                 f"profile.output={potentials}"], work / "profile.log")
+        seconds["profile"] = job("profile_samples", [*base, f"model.path={model}", f"profile.output={potentials}"], work / "profile.log")
 
-    eval_seed = 1000 + args.seed
-    temps = [0.6] * args.eval_samples
+    models = [f"start={model}"]
+    steps = [f"run.steps={args.steps}"] if args.steps else []
+    for seed in args.seeds:
+        for arm in ARMS:
+            out = work / f"rl_{arm}_s{seed}"
+            seconds[f"rl_{arm}_s{seed}"] = job("rl", [
+                *base, *steps, f"model.path={model}", f"run.seed={seed}", f"curriculum.sampler={arm}",
+                f"curriculum.potentials={potentials}", "curriculum.drop_uniform_groups=true", f"run.output_dir={out}",
+            ], work / f"rl_{arm}_s{seed}.log")
+            models.append(f"{arm}_s{seed}={out / 'final'}")
+    seconds["eval"] = job("eval", [*base, f"eval.models=[{','.join(models)}]", f"eval.output_dir={work / 'eval'}"], work / "eval.log")
 
-    def evaluate(model_dir: str, name: str) -> float:
-        out = work / f"eval_{name}.parquet"
-        seconds[f"eval_{name}"] = job("profile_samples", args.config, [
-            *common, f"tasks.train=[{args.eval_tasks or args.tasks}]", f"model.path={model_dir}", f"tasks.seed={eval_seed}",
-            f"tasks.instances_per_task={args.eval_instances}", "profile.styles=[agent]",
-            f"profile.samples_per_style={args.eval_samples}", f"profile.temperatures={json.dumps(temps)}", f"profile.output={out}",
-        ], work / f"eval_{name}.log")
-        return accuracy(out)
-
-    before = evaluate(model, "start")
-    arms: dict[str, dict] = {}
-    for sampler in ("curriculum", "uniform"):
-        out = work / f"rl_{sampler}"
-        seconds[f"rl_{sampler}"] = job("rl", args.config, [
-            *common, tasks, f"model.path={model}", f"curriculum.sampler={sampler}", f"curriculum.potentials={potentials}",
-            f"curriculum.steps_per_stage={max(args.steps // 4, 1)}", f"run.steps={args.steps}", f"run.output_dir={out}",
-            f"run.prompts_per_step={args.prompts_per_step}", f"algorithm.group_size={args.group_size}",
-            f"tasks.instances_per_task={args.instances}", f"run.checkpoint_every={args.steps}",
-        ], work / f"rl_{sampler}.log")
-        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        after = evaluate(str(out / "final"), sampler)
-        arms[sampler] = {
-            "eval_accuracy": after,
-            "gain": after - before,
-            "train_reward_mean": sum(r.get("reward/mean", 0.0) for r in rows) / max(len(rows), 1),
-            "train_accuracy_mean": sum(r.get("accuracy/mean", 0.0) for r in rows) / max(len(rows), 1),
-            "minutes": seconds[f"rl_{sampler}"] / 60,
-        }
-
-    gain_c, gain_u = arms["curriculum"]["gain"], arms["uniform"]["gain"]
+    results = json.loads((work / "eval" / "results.json").read_text())
     result = {
         "start_model": model,
-        "train_tasks": args.tasks.split(","),
-        "eval": {"tasks": (args.eval_tasks or args.tasks).split(","), "seed": eval_seed, "instances_per_task": args.eval_instances,
-                 "answers_per_instance": args.eval_samples},
-        "steps": args.steps,
-        "eval_accuracy_start": before,
-        "curriculum": arms["curriculum"],
-        "uniform": arms["uniform"],
-        "gain_ratio_curriculum_over_uniform": gain_c / gain_u if gain_u else None,
-        "stage_seconds": seconds,
+        "seeds": args.seeds,
+        "eval": {k: results["settings"].get(k) for k in ("instances_per_task", "samples", "temperature", "prompt_style")}
+                | {"tasks": sorted(results["tasks"]), "instances": results["groups"]["all"]["start"]["accuracy"]["accuracy"]["instances"]},
+        **analyse(results, args.seeds),
+        "minutes": {k: round(v / 60, 2) for k, v in seconds.items()},
+        "minutes_total": round((time.perf_counter() - start_all) / 60, 2),
     }
     if args.json:
         print(json.dumps(result))
         return
-    print(f"start accuracy {before:.3f} on {result['eval']}")
-    print(f"{'sampler':<12}{'eval acc':>10}{'gain':>9}{'train reward':>14}{'minutes':>9}")
-    for name, arm in arms.items():
-        print(f"{name:<12}{arm['eval_accuracy']:>10.3f}{arm['gain']:>+9.3f}{arm['train_reward_mean']:>14.3f}{arm['minutes']:>9.1f}")
-    ratio = result["gain_ratio_curriculum_over_uniform"]
-    print(f"gain ratio curriculum/uniform: {ratio:.2f}" if ratio is not None else "gain ratio: undefined (uniform gain 0)")
+    print(f"start accuracy {result['accuracy_start']:.3f} on {result['eval']}")
+    for arm in ARMS:
+        g = result[arm]["gain_mean"]
+        print(f"{arm:<12} gain over start, mean over {len(args.seeds)} seeds: {g[0]:+.3f} [{g[1]:+.3f}, {g[2]:+.3f}]")
+    d = result["curriculum_minus_uniform"]
+    print(f"curriculum - uniform: {d['mean'][0]:+.3f} [{d['mean'][1]:+.3f}, {d['mean'][2]:+.3f}] "
+          f"({'interval excludes 0' if d['significant'] else 'not significant: the interval contains 0'})")
+    print(f"minutes: {result['minutes']} (total {result['minutes_total']})")
 
 
 if __name__ == "__main__":

@@ -265,6 +265,21 @@ class Estimate:
         return self.lo > 0 or self.hi < 0
 
 
+# Student's t quantile at 0.975 for 1..10 degrees of freedom (the 95% two-sided interval).
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def mean_over_seeds(values: Sequence[float]) -> Estimate:
+    """Mean of one figure over independent runs (seeds) with its 95% Student-t interval; with
+    one run the interval is unknown (nan), which is the honest answer."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return Estimate(float(v.mean()) if len(v) else math.nan, math.nan, math.nan, len(v))
+    t = T_975[len(v) - 2] if len(v) <= len(T_975) + 1 else 1.96
+    half = t * float(v.std(ddof=1)) / math.sqrt(len(v))
+    return Estimate(float(v.mean()), float(v.mean()) - half, float(v.mean()) + half, len(v))
+
+
 @dataclass
 class GroupResult:
     """One row of the tables: a set of tasks (all, a split, a family, a kind or one task) for one model."""

@@ -3,6 +3,7 @@ intervals, paired comparisons, the resumable answer file, tables and plots."""
 
 import itertools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -379,3 +380,12 @@ def test_learning_curves_show_training_and_held_out_series_from_metrics_rows(tmp
     assert [d["title"] for d in desc] == titles and desc[1]["series"] == ["training rollouts", "held-out (sampled)"]
     with pytest.raises(ValueError, match="no RL metrics"):
         ev.plot_learning_curves([{"step": 0, "sft/loss": 1.0}], tmp_path / "x.png")
+
+
+def test_mean_over_seeds_is_a_student_t_interval_and_unknown_for_one_seed():
+    e = ev.mean_over_seeds([0.1, 0.2, 0.3])
+    assert e.value == pytest.approx(0.2) and e.instances == 3
+    assert e.hi - e.value == pytest.approx(4.303 * 0.1 / 3 ** 0.5, rel=1e-3)  # t(0.975, 2 df) * s / sqrt(n)
+    assert not ev.mean_over_seeds([0.05, -0.02, 0.04]).significant
+    one = ev.mean_over_seeds([0.3])
+    assert one.value == 0.3 and math.isnan(one.lo) and not one.significant
