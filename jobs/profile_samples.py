@@ -6,7 +6,7 @@ jobs/profile.py would shadow the stdlib `profile` module that cProfile imports.)
     python jobs/profile_samples.py --config configs/demo.yaml model.path=runs/sft/final
 
 Each sample is answered `len(profile.styles) x profile.samples_per_style` times (20 in the
-paper: 4 prompt styles x 5 temperatures) on the generator actors in parallel. Finished
+paper: 4 prompt styles x 5 temperatures) on the generator fleet (the one RL and evaluation use). Finished
 chunks land in `<output>.parts/`, so an interrupted run resumes; the merged Parquet at
 `profile.output` is what `curriculum.potentials` points RL to.
 """
@@ -65,10 +65,9 @@ def _read_parts(parts: Path) -> list[dict]:
 
 def run_profile(cfg: Config, show_progress: bool = True, verbose: bool = False) -> dict:
     """Profile cfg.tasks.train (tasks.instances_per_task each, seed tasks.seed); returns a summary."""
-    import ray
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from actors.generator import make_generators
+    from actors.fleet import GeneratorFleet
     from actors.runtime import init_ray
 
     pc = cfg.profile
@@ -88,27 +87,17 @@ def run_profile(cfg: Config, show_progress: bool = True, verbose: bool = False) 
 
     if chunks:
         init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus, log_dir=out.parent / "logs", verbose=verbose)
-        generators = make_generators(cfg, resolve_model(cfg.model.path, cfg.model.data_dir))
+        fleet = GeneratorFleet(cfg, resolve_model(cfg.model.path, cfg.model.data_dir), executor=None, timeout_s=pc.chunk_timeout_s)
         try:
             with Progress(TextColumn("profile"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not show_progress) as progress:
                 bar = progress.add_task("samples", total=len(samples), completed=len(done))
-                idle, running = list(generators), {}
-                while chunks or running:
-                    while idle and chunks:
-                        actor, chunk = idle.pop(), chunks.pop(0)
-                        running[actor.generate.remote(profile_requests([samples[s] for s in chunk], cfg))] = (actor, chunk)
-                    ready, _ = ray.wait(list(running), num_returns=1, timeout=pc.chunk_timeout_s)
-                    if not ready:
-                        raise TimeoutError(f"a generator took longer than profile.chunk_timeout_s={pc.chunk_timeout_s:g} s for one chunk")
-                    actor, chunk = running.pop(ready[0])
-                    trajs = ray.get(ready[0], timeout=60)
+                for chunk in chunks:  # the fleet spreads each chunk over the generators and redoes a dead one's share
+                    trajs = fleet.rollout(profile_requests([samples[s] for s in chunk], cfg), version=0)
                     write_potentials(potential_rows(outcomes(trajs, samples, cfg)), parts / f"chunk-{next_part:05d}.parquet")
                     next_part += 1
-                    idle.append(actor)
                     progress.advance(bar, len(chunk))
         finally:
-            for actor in generators:
-                ray.kill(actor)
+            fleet.shutdown()
 
     rows = [r for r in _read_parts(parts) if r["sample_id"] in samples]
     write_potentials(rows, out)

@@ -223,7 +223,7 @@ class ProfileConfig:
     temperatures: list = knob([0.6, 0.8, 1.0, 1.0, 1.2], "Sampling temperature of each of the samples_per_style answers.")
     output: str = knob("runs/profile/potentials.parquet", "Parquet of sample_id, task, pass_rate, potential (what curriculum.potentials reads).")
     chunk_size: int = knob(16, "Samples per unit of work; finished chunks are kept when a run is resumed.")
-    chunk_timeout_s: float = knob(3600.0, "Seconds one generator may take for one chunk before the profile run fails.")
+    chunk_timeout_s: float = knob(3600.0, "Seconds a generator may take for its share of one chunk; then it is restarted and the share redone (twice at most) before the run fails.")
 
 
 @dataclass
