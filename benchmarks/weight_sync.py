@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -212,7 +211,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=6, help="untimed syncs before the timed ones")
     parser.add_argument("--bucket-mb", type=float, default=64)
     parser.add_argument("--backends", default="hf,vllm", help="engines the job path is timed with (empty: transport only)")
-    parser.add_argument("--data-dir", default=os.environ.get("R1CI_DATA_DIR", "~/.cache/r1ci"))
+    parser.add_argument("--data-dir", default="~/.cache/r1ci", help="model.data_dir: where the converted SmolLM2 is cached")
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
     with stdout_to_stderr():  # libraries' and vLLM's log lines must not break the one JSON object

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,10 +21,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from r1ci.config import ModelConfig, add_cli, from_cli
+from r1ci.config import add_cli, from_cli
 from r1ci.errors import UserError
 from r1ci.tasks import FAMILIES, KINDS, generate_instances, get_task, list_tasks
-from r1ci.tasks.bbh import FETCH_HINT, MIN_INSTANCES, BigBenchDataMissing, data_dir
+from r1ci.tasks.bbh import FETCH_HINT, MIN_INSTANCES, BigBenchDataMissing, data_dir, set_data_dir
 
 console = Console(stderr=True)
 
@@ -148,9 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = from_cli(args)
-        # BBH tasks read R1CI_DATA_DIR; a data_dir set in the config wins over the environment.
-        if cfg.model.data_dir != ModelConfig().data_dir or "R1CI_DATA_DIR" not in os.environ:
-            os.environ["R1CI_DATA_DIR"] = str(Path(cfg.model.data_dir).expanduser())
+        set_data_dir(cfg.model.data_dir)
         args.run(args, cfg)
     except UserError as exc:
         print(f"data: error: {exc}", file=sys.stderr)

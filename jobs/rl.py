@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import random
 import sys
 import time
@@ -72,7 +71,6 @@ class RLJob:
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed)
         torch.manual_seed(cfg.run.seed)
-        os.environ["R1CI_DATA_DIR"] = os.path.expanduser(cfg.model.data_dir)  # where BBH data lives
         self.samples = training_samples(cfg)
         self.held_out = evaluation.held_out_instances(cfg, cfg.eval.rl_instances_per_task) if cfg.run.eval_every else []
         self.family_of = {name: get_task(name).family for name in {i.task for i in self.samples.values()}}

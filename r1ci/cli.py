@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from r1ci.config import Config, add_cli, from_cli
 from r1ci.errors import UserError
+from r1ci.tasks.bbh import set_data_dir
 
 CONSOLE_FORMAT = "%(levelname)s %(name)s: %(message)s"
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -53,8 +54,8 @@ def job_main(
     add_args: Callable[[argparse.ArgumentParser], None] | None = None,
     argv: list[str] | None = None,
 ) -> int:
-    """Parse `--config FILE`, overrides, `--verbose` and the job's own flags (`add_args`), then
-    call `work(cfg, show_progress=..., verbose=..., <own flags>)`. Logs go to
+    """Parse `--config FILE`, overrides, `--verbose` and the job's own flags (`add_args`), point
+    the tasks at `model.data_dir`, then call `work(cfg, show_progress=..., verbose=..., <own flags>)`. Logs go to
     `output_dir(cfg)/logs/<name>.log`. A dict that `work` returns is printed as one JSON line.
     Returns the exit code (0 done, 2 user error, 130 interrupted)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,6 +66,7 @@ def job_main(
     own = {k: v for k, v in vars(args).items() if k not in ("config", "help_config", "overrides", "verbose")}
     try:
         cfg = from_cli(args)
+        set_data_dir(cfg.model.data_dir)
         setup_logging(Path(output_dir(cfg)).expanduser() / "logs" / f"{name}.log", args.verbose)
         summary = work(cfg, show_progress=sys.stderr.isatty(), verbose=args.verbose, **own)
     except UserError as exc:

@@ -104,3 +104,13 @@ def test_a_job_keeps_logging_handlers_it_did_not_add(tmp_path):
         assert sum(getattr(h, "r1ci_job", False) for h in root) == 2  # console + b.log, a.log closed
     finally:
         logging.getLogger().removeHandler(theirs)
+
+
+def test_every_job_reads_bigbench_files_from_the_configs_data_dir(tmp_path, monkeypatch):
+    # One config, one place: synthesis, profiling and RL used to look in different folders.
+    from r1ci.tasks import bbh
+
+    monkeypatch.setattr(bbh, "_DATA_DIR", None)
+    seen = []
+    assert _run(lambda cfg, **_: seen.append(bbh.bigbench_dir()), tmp_path, f"model.data_dir={tmp_path / 'd'}") == 0
+    assert seen == [tmp_path / "d" / "bigbench"]

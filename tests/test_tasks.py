@@ -30,6 +30,7 @@ from r1ci.tasks import (
     suite_names,
 )
 from r1ci.tasks.answers import parse_number
+from r1ci.tasks import bbh
 from r1ci.tasks.bbh import BIGBENCH_SPECS
 from r1ci.tasks.split import TEST_TASKS
 from r1ci.tasks.toy import run_program
@@ -37,14 +38,14 @@ from r1ci.trajectory import Trajectory, Turn
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_DATA = ROOT / "tests" / "fixtures"
-REAL_DATA = Path(os.environ.get("R1CI_DATA_DIR") or ModelConfig().data_dir).expanduser()
+REAL_DATA = Path(ModelConfig().data_dir).expanduser()
 SEED, N = 3, 3
 
 
 @pytest.fixture(autouse=True)
 def bigbench_fixture(monkeypatch):
     """BBH data-built tasks read the small fixture unless a test points elsewhere."""
-    monkeypatch.setenv("R1CI_DATA_DIR", str(FIXTURE_DATA))
+    monkeypatch.setattr(bbh, "_DATA_DIR", FIXTURE_DATA)
 
 
 # Tasks with a gold answer that accept any answer consistent with the rules (a one-letter
@@ -228,7 +229,7 @@ def test_colored_objects_keeps_counting_questions_with_word_options():
 
 
 def test_bbh_without_data_says_how_to_fetch(monkeypatch, tmp_path):
-    monkeypatch.setenv("R1CI_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(bbh, "_DATA_DIR", tmp_path)
     with pytest.raises(RuntimeError, match=r"python jobs/data.py fetch-bbh") as err:
         get_task("snarks").generate(0, 1)
     assert "\n" not in str(err.value)
@@ -244,7 +245,7 @@ SMALL_SOURCES = {"causal_judgement": 186, "penguins_in_a_table": 149, "snarks": 
     reason=f"BIG-bench data not fetched into {REAL_DATA} (run `python jobs/data.py fetch-bbh`)",
 )
 def test_bbh_on_real_bigbench_data(monkeypatch):
-    monkeypatch.setenv("R1CI_DATA_DIR", str(REAL_DATA))
+    monkeypatch.setattr(bbh, "_DATA_DIR", REAL_DATA)
     for info in list_tasks(family="bbh"):
         insts = get_task(info.name).generate(0, 200)
         want = SMALL_SOURCES.get(info.name, 200)
@@ -252,8 +253,8 @@ def test_bbh_on_real_bigbench_data(monkeypatch):
         assert all(get_task(info.name).score(i.answer, i) == 1.0 for i in insts[:50]), info.name
     q = generate_instances("hyperbaton", 0, 1)[0].question
     assert q.startswith("Which sentence has the correct adjective order:\nOptions:\n(A) ")
-    listed = subprocess.run([sys.executable, str(ROOT / "jobs" / "data.py"), "list", "--json"], capture_output=True, text=True,
-                            cwd=ROOT, env={**os.environ, "R1CI_DATA_DIR": str(REAL_DATA)}, timeout=120)  # fmt: skip
+    listed = subprocess.run([sys.executable, str(ROOT / "jobs" / "data.py"), "list", "--json", f"model.data_dir={REAL_DATA}"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
     short = {r["name"]: r["pool_size"] for r in json.loads(listed.stdout) if r["note"]}
     assert short == SMALL_SOURCES  # said, not silently repeated
 
@@ -278,9 +279,10 @@ def test_export_keeps_test_tasks_out_of_training_data(tmp_path):
 
 
 def _run_data(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "R1CI_DATA_DIR": str(FIXTURE_DATA)}
+    """jobs/data.py on the fixture's BIG-bench files (options first: the override comes last)."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "jobs" / "data.py"), *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+        [sys.executable, str(ROOT / "jobs" / "data.py"), *args, f"model.data_dir={FIXTURE_DATA}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
     )
 
 
@@ -298,7 +300,7 @@ def test_data_list_json_prints_144_tasks():
 
 
 def test_data_show_previews_and_names_unknown_tasks():
-    out = _run_data("show", "web_of_lies", "-n", "2")
+    out = _run_data("show", "-n", "2", "web_of_lies")
     assert out.returncode == 0 and "web_of_lies/0/1" in out.stdout and "reference solution" in out.stdout
     bad = _run_data("show", "web_of_lie")
     assert bad.returncode == 2 and "unknown task 'web_of_lie'" in bad.stderr and "web_of_lies" in bad.stderr
@@ -307,7 +309,7 @@ def test_data_show_previews_and_names_unknown_tasks():
 def test_data_build_writes_both_splits_for_a_subset(tmp_path):
     import pyarrow.parquet as pq
 
-    out = _run_data("build", "--out", str(tmp_path), "-n", "2", "--tasks", "web_of_lies", "boolean_expressions")
+    out = _run_data("build", "--tasks", "web_of_lies", "boolean_expressions", "--out", str(tmp_path), "-n", "2")
     assert out.returncode == 0, out.stderr
     train, test = (pq.read_table(tmp_path / f"{s}.parquet").to_pylist() for s in ("train", "test"))
     assert {r["task"] for r in train} == {"web_of_lies"} and {r["task"] for r in test} == {"boolean_expressions"}
@@ -318,14 +320,14 @@ def test_generation_is_identical_across_processes():
     """Ray workers regenerate instances by id: string hashing must not leak into generation."""
     names = ["web_of_lies", "boolean_expressions", "multistep_arithmetic_two", "toy_run_code", "date_understanding", "chain_sum"]
     code = (
-        "import hashlib, json\nfrom r1ci.tasks import generate_instances\n"
+        f"import hashlib, json\nfrom r1ci.tasks import generate_instances\nfrom r1ci.tasks.bbh import set_data_dir\nset_data_dir({str(FIXTURE_DATA)!r})\n"
         f"rows = [(i.id, i.question, i.answer, i.data) for n in {names!r} for i in generate_instances(n, 4, 3)]\n"
         "print(hashlib.sha256(json.dumps(rows).encode()).hexdigest())"
     )
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "R1CI_DATA_DIR": str(FIXTURE_DATA), "PYTHONHASHSEED": seed},
+            env={**os.environ, "PYTHONHASHSEED": seed},
         )
         for seed in ("1", "2")
     ]  # fmt: skip

@@ -59,7 +59,9 @@ _FLIPS = {"yes": "No", "no": "Yes", "true": "False", "false": "True", "valid": "
 
 @pytest.fixture(autouse=True)
 def bigbench_fixture(monkeypatch):
-    monkeypatch.setenv("R1CI_DATA_DIR", str(FIXTURES))
+    from r1ci.tasks import bbh
+
+    monkeypatch.setattr(bbh, "_DATA_DIR", FIXTURES)
 
 
 @functools.lru_cache(maxsize=None)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -35,11 +34,21 @@ class BigBenchDataMissing(MissingInput, RuntimeError):
     """The BIG-bench task files are not in the data directory."""
 
 
+_DATA_DIR: Path | None = None  # set by every job from model.data_dir (set_data_dir)
+
+
+def set_data_dir(path: str | Path) -> None:
+    """Where BIG-bench files are read from (`<path>/bigbench`): every job entry sets it from
+    `model.data_dir` before any task is built, so all jobs of one config read the same files."""
+    global _DATA_DIR
+    _DATA_DIR = Path(path).expanduser()
+
+
 def data_dir() -> Path:
-    """Root of cached data: $R1CI_DATA_DIR, else ModelConfig.data_dir's default (~/.cache/r1ci)."""
+    """Root of cached data: what `set_data_dir` was given, else ModelConfig.data_dir's default."""
     from r1ci.config import ModelConfig
 
-    return Path(os.environ.get("R1CI_DATA_DIR") or ModelConfig().data_dir).expanduser()
+    return _DATA_DIR or Path(ModelConfig().data_dir).expanduser()
 
 
 def bigbench_dir(root: Path | None = None) -> Path:
@@ -140,7 +149,7 @@ KINDS: dict[str, str] = {
 def _load(path: str) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise BigBenchDataMissing(f"BIG-bench data not found at {p}; run `{FETCH_HINT}` (or set R1CI_DATA_DIR)")
+        raise BigBenchDataMissing(f"BIG-bench data not found at {p}; run `{FETCH_HINT}` (or point model.data_dir at a folder holding bigbench/)")
     return json.loads(p.read_text())
 
 
