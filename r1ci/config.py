@@ -164,7 +164,7 @@ class LearnerConfig:
 @dataclass
 class CurriculumConfig:
     sampler: str = knob("curriculum", "Batch order: curriculum (stages by improvement potential) or uniform (ablation baseline).")
-    potentials: str = knob("", "Parquet written by jobs/profile_samples.py (sample ids and pass rates); empty means every sample starts in stage 1.")
+    potentials: str = knob("", "Parquet written by jobs/profile_samples.py (sample ids and pass rates); empty means every sample starts in the first stage (stage 0 in the metrics).")
     stage_bounds: list = knob([0.64, 0.48, 0.32, 0.0], "Lower potential bound of each stage, highest first: [0.64,1], [0.48,0.64), ...")
     steps_per_stage: int = knob(150, "RL steps before the next stage's group joins the pool.")
     task_balanced: bool = knob(False, "Sample tasks evenly instead of samples evenly.")

@@ -14,7 +14,7 @@ a generator can refuse a mixed or incomplete set instead of serving stale weight
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -24,13 +24,6 @@ MIXED_WEIGHTS = -1  # the weight version a generator reports while a sync is hal
 
 class WeightSyncError(RuntimeError):
     """Buckets of one sync are missing, duplicated or from different versions."""
-
-
-@dataclass(frozen=True)
-class WeightsVersion:
-    version: int  # learner step whose weights these are; trajectories record it as weight_version
-    num_buckets: int
-    num_bytes: int
 
 
 @dataclass
@@ -72,11 +65,6 @@ def unpack_bucket(bucket: Bucket) -> list[tuple[str, np.ndarray]]:
     return list(zip(bucket.names, bucket.arrays))
 
 
-def describe(buckets: list[Bucket]) -> WeightsVersion:
-    check_complete(buckets)
-    return WeightsVersion(buckets[0].version, len(buckets), sum(b.nbytes for b in buckets))
-
-
 def check_complete(buckets: list[Bucket], version: int | None = None) -> None:
     """Raise WeightSyncError unless `buckets` are exactly one sync's buckets (of `version`, if given)."""
     if not buckets:
@@ -87,10 +75,3 @@ def check_complete(buckets: list[Bucket], version: int | None = None) -> None:
     count = buckets[0].count
     if sorted(b.index for b in buckets) != list(range(count)):
         raise WeightSyncError(f"weights version {buckets[0].version}: got buckets {sorted(b.index for b in buckets)} of {count}")
-
-
-def iter_weights(buckets: list[Bucket], version: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
-    """All (name, array) pairs of one complete sync, checked first; what `Engine.load_weights` takes."""
-    check_complete(buckets, version)
-    for bucket in sorted(buckets, key=lambda b: b.index):
-        yield from unpack_bucket(bucket)

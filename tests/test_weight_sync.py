@@ -5,7 +5,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from r1ci.weight_sync import WeightSyncError, describe, iter_weights, pack_buckets, unpack_bucket
+from r1ci.weight_sync import WeightSyncError, check_complete, pack_buckets, unpack_bucket
+
+
+def all_weights(buckets, version=None):
+    check_complete(buckets, version)
+    return [pair for b in sorted(buckets, key=lambda b: b.index) for pair in unpack_bucket(b)]
 
 
 def arrays():
@@ -26,7 +31,7 @@ def test_buckets_are_bounded_ordered_and_never_one_per_tensor():
     for b in buckets:
         assert b.nbytes <= 0.5 * 2**20 or len(b.names) == 1  # only an oversized tensor travels alone
     assert 1 < len(buckets) < len(named)
-    assert describe(buckets).num_bytes == sum(a.nbytes for a in named.values())
+    assert sum(b.nbytes for b in buckets) == sum(a.nbytes for a in named.values())
     assert np.shares_memory(buckets[0].arrays[0], named["a"])  # packing copies nothing
 
 
@@ -35,7 +40,7 @@ def test_buckets_round_trip_exactly_through_the_object_store_as_views(ray_cluste
     named = arrays()
     refs = [ray.put(b) for b in pack_buckets(named, bucket_mb=0.5, version=5)]
     got = ray.get(refs, timeout=60)
-    back = dict(iter_weights(got, version=5))
+    back = dict(all_weights(got, version=5))
     assert list(back) == list(named)
     for name, a in named.items():
         assert back[name].dtype == a.dtype and np.array_equal(back[name], a)
@@ -47,25 +52,38 @@ def test_incomplete_or_mixed_syncs_are_refused():
     old = pack_buckets(arrays(), bucket_mb=0.5, version=1)
     new = pack_buckets(arrays(), bucket_mb=0.5, version=2)
     with pytest.raises(WeightSyncError, match="versions"):
-        list(iter_weights(new[:1] + old[1:]))
+        check_complete(new[:1] + old[1:])
     with pytest.raises(WeightSyncError, match="got buckets"):
-        list(iter_weights(new[1:]))
+        check_complete(new[1:])
     with pytest.raises(WeightSyncError, match="expected 1"):
-        list(iter_weights(new, version=1))
+        check_complete(new, version=1)
 
 
-def test_a_published_version_loads_into_a_transformers_model_with_identical_logits(ray_cluster, tiny_model_dir):
+def test_a_published_version_loads_into_the_hf_engine_with_identical_logits(ray_cluster, tiny_model_dir):
+    # Through the engine's own load path (read-only object-store buffers become its parameters).
+    import asyncio
+
+    from r1ci.config import load_config
+    from r1ci.engines.hf import HFEngine
+
     ray = ray_cluster
     source = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     with torch.no_grad():
         for p in source.parameters():
-            p.add_(0.01 * torch.randn_like(p))  # weights the target has never seen
+            p.add_(0.01 * torch.randn_like(p))  # weights the engine has never seen
     named = [(n, p.detach().numpy()) for n, p in source.named_parameters()]
-    refs = [ray.put(b) for b in pack_buckets(named, bucket_mb=0.25, version=9)]
-    target = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    params = target.state_dict()
-    for name, array in iter_weights(ray.get(refs, timeout=60), version=9):
-        params[name].copy_(torch.from_numpy(np.array(array)))
+    got = ray.get([ray.put(b) for b in pack_buckets(named, bucket_mb=0.25, version=9)], timeout=60)
+    assert len(got) > 1
+    engine = HFEngine(tiny_model_dir, load_config(None, ["model.dtype=float32"]))
     ids = torch.tensor([[5, 17, 99, 300, 42]])
     with torch.no_grad():
-        assert torch.equal(source(ids).logits, target(ids).logits)
+        assert not torch.equal(source(ids).logits, engine.model(ids).logits)
+
+    async def load():
+        for k, bucket in enumerate(got):
+            await engine.load_weights(unpack_bucket(bucket), 9, final=k == len(got) - 1)
+
+    asyncio.run(load())
+    assert engine.stats().weight_version == 9
+    with torch.no_grad():
+        assert torch.equal(source(ids).logits, engine.model(ids).logits)
