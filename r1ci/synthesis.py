@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import random
 import re
 import threading
@@ -467,6 +466,3 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
         rows += pq.read_table(f).to_pylist()
     return rows
 
-
-def describe_counts(counts: Counter) -> str:
-    return json.dumps(dict(sorted(counts.items())))
