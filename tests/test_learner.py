@@ -10,7 +10,7 @@ from actors.learner import LearnerGroup, LearnerGroupError
 from r1ci.config import Config
 from r1ci.learner import Learner
 from r1ci.trajectory import Trajectory
-from r1ci.weight_sync import iter_weights
+from r1ci.weight_sync import check_complete, unpack_bucket
 
 TEMPERATURE = 0.7
 
@@ -160,7 +160,8 @@ def test_two_rank_group_matches_a_single_rank_and_fails_clearly(ray_cluster, tin
         for key in ("policy_loss", "value_loss", "kl", "entropy", "grad_norm", "tokens"):
             assert g[key] == pytest.approx(s[key], rel=1e-4, abs=1e-6), key
         buckets = ray.get(list(group.publish_weights(version=7)), timeout=60)
-        published = dict(iter_weights(buckets, version=7))
+        check_complete(buckets, version=7)
+        published = dict(pair for b in buckets for pair in unpack_bucket(b))
         local = single.export_weights()
         assert set(published) == set(local)
         assert all(np.allclose(published[k], local[k], atol=1e-4) for k in local)  # two ranks' reductions round differently
