@@ -1,7 +1,7 @@
 """Evaluate models on the same held-out instances: accuracy, pass@k, code use, self-checking.
 
     python jobs/eval.py --config configs/demo.yaml \
-        eval.models=[base=smollm2,sft=runs/sft/final,rl=runs/demo/final]
+        eval.models=[base=smollm2,sft=runs/sft/final,rl=runs/demo/rl/final]
 
 Every model answers the same instances (`r1ci.evaluation.held_out_instances`: held-out
 instances of tasks.train and the eval.test_tasks), eval.samples times at

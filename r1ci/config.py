@@ -279,7 +279,7 @@ class ServeConfig:
 
 @dataclass
 class EvalConfig:
-    models: list = knob([], "Models jobs/eval.py compares on the same instances, each 'name=path' or a path: smollm2, tiny, a Hugging Face folder (runs/sft/final, runs/demo/final); empty: model.path.")
+    models: list = knob([], "Models jobs/eval.py compares on the same instances, each 'name=path' or a path: smollm2, tiny, a Hugging Face folder (runs/sft/final, runs/demo/rl/final); empty: model.path.")
     test_tasks: list = knob(["test"], "Test-split tasks evaluated besides the held-out instances of tasks.train: names, or 'test' for the whole test split; [] for none.")
     instances_per_task: int = knob(20, "Instances per task (fewer where a task has fewer that training never sees).", gt=0)
     seed: int = knob(2, "Instance seed for evaluation; must differ from tasks.seed and synthesis.seed, and questions that also occur among training instances are left out.")
@@ -299,7 +299,7 @@ class RunConfig:
     steps: int = knob(10, "RL steps to run.", gt=0)
     prompts_per_step: int = knob(4, "Prompts per step; each is rolled out group_size times.", gt=0)
     seed: int = knob(0, "Seed for sampling, batching and initialization.")
-    output_dir: str = knob("runs/demo", "Checkpoints, TensorBoard events and metrics go here.")
+    output_dir: str = knob("runs/rl", "Checkpoints, TensorBoard events, metrics.jsonl, final/ (the trained model) and summary.json (written last) go here.")
     checkpoint_every: int = knob(5, "Steps between checkpoints (one is always written at the end).", gt=0)
     eval_every: int = knob(0, "Steps between evaluations of the policy on a fixed held-out set (eval.rl_instances_per_task per task, logged as eval/...); 0 disables.", ge=0)
     ray_address: str = knob("auto", "Ray cluster to join; 'auto' joins a running one or starts a local one, 'local' always starts one.")
