@@ -85,7 +85,7 @@ class RLJob:
 
         ckpt = checkpoint.latest(self.out) if resume else None
         if resume and ckpt is None:
-            log.warning("--resume: no checkpoint in %s, starting from step 0", self.out)
+            log.info("--resume: no checkpoint in %s yet, starting from step 0", self.out)
         if ckpt is not None:
             state = checkpoint.load_state(ckpt)
             self.learners.load(str(ckpt / "learner"))
