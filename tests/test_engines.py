@@ -172,6 +172,33 @@ def test_vllm_engine_generates_with_stops_seeds_and_true_logprobs(vllm_engine, r
     check_generation(vllm_engine, reference_model)
 
 
+def check_streaming(engine):
+    """on_tokens gets every new token, in order, on the caller's loop, before generate returns."""
+    prompt = chat_ids(engine.tokenizer, QUESTIONS[1])
+
+    async def run():
+        loop, seen = asyncio.get_running_loop(), []
+
+        def on_tokens(ids):
+            assert asyncio.get_running_loop() is loop
+            seen.append(list(ids))
+
+        streamed = await engine.generate(prompt, Sampling(1.0, 1.0, 12, seed=5), on_tokens=on_tokens)
+        return seen, streamed, await engine.generate(prompt, Sampling(1.0, 1.0, 12, seed=5))
+
+    seen, streamed, plain = asyncio.run(run())
+    assert [t for ids in seen for t in ids] == streamed.token_ids == plain.token_ids and len(seen) > 1
+
+
+def test_hf_engine_streams_tokens_as_they_are_sampled(hf_engine):
+    check_streaming(hf_engine)
+
+
+@pytest.mark.slow
+def test_vllm_engine_streams_tokens_as_they_are_sampled(vllm_engine):
+    check_streaming(vllm_engine)
+
+
 @pytest.mark.slow
 def test_vllm_engine_load_weights_changes_outputs(vllm_engine, reference_model):
     check_weight_loading(vllm_engine, reference_model)
