@@ -440,6 +440,32 @@ def test_server_runs_the_code_and_streams_tokens_and_each_observation_as_they_co
     assert whole.usage.completion_tokens == len(second) - len(first) + len(tokenizer.encode("So the answer is <<<42>>>", add_special_tokens=False))
 
 
+def test_a_client_that_leaves_a_stream_stops_its_generation(tokenizer):
+    started, stopped = threading.Event(), threading.Event()
+
+    class EndlessEngine(ScriptedEngine):
+        async def generate(self, prompt_ids, sampling, on_tokens=None):
+            started.set()
+            try:
+                while True:
+                    on_tokens(self.tokenizer.encode(" word", add_special_tokens=False))
+                    await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                stopped.set()
+                raise
+
+    cfg = server_config()
+    from r1ci.sandbox import Executor
+
+    with Uvicorn(ChatService(EndlessEngine(tokenizer, {}), Executor(cfg.sandbox), cfg)) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        conn.request("POST", "/v1/chat/completions", json.dumps({**GOOD, "stream": True}), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read1(4096).startswith(b"data: ") and started.wait(30)
+        conn.close()  # the client goes away mid-stream
+        assert stopped.wait(30), "the rollout kept generating for a client that left"
+
+
 def test_a_request_whose_code_kills_the_sandbox_fails_alone(tokenizer):
     """Request A's code kills the fork server while B's code is running; B's call is rerun and B
     succeeds, A gets its own 500 (its rerun kills the sandbox again)."""
