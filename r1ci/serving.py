@@ -95,7 +95,9 @@ def server_error(message: str) -> RequestError:
 
 # -- the body: bytes to JSON, with every limit checked before the parser sees it ------------------
 
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+# Possessive, and an unterminated string runs to the end: one pass, never a rescan from inside a
+# string (the plain pattern rescans from every quote of '"\\"\\"...' and takes quadratic time).
+_JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.S)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
@@ -573,9 +575,10 @@ class ChatService:
     def _prepare(self, raw: bytes) -> Prepared:
         context = self.engine.max_model_len
         req = parse_chat_request(decode_body(raw, self.cfg.serve.max_json_depth), self.cfg, context)
-        chars = sum(len(m["content"]) for m in req.messages)
-        if chars > context * self.max_token_chars:  # too long for sure: not worth tokenizing
-            raise self._too_long(f"at least {chars // self.max_token_chars}")
+        # too long for sure (each message takes a token at least): not worth rendering and tokenizing
+        at_least = max(sum(len(m["content"]) for m in req.messages) // self.max_token_chars, len(req.messages))
+        if at_least > context:
+            raise self._too_long(f"at least {at_least}")
         prompt = chat_prompt_ids(self.engine.tokenizer, req.messages, self.cfg)
         room = context - len(prompt)
         if room <= 0:

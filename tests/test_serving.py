@@ -268,6 +268,8 @@ BAD = [  # id, method, path, body, extra headers, status, param, words
     ("prompt_far_over_the_context", "POST", "/v1/chat/completions", body(messages=[{"role": "user", "content": "x" * 90_000}]), {}, 400, "messages", "at least"),
     ("body_over_the_size_limit", "POST", "/v1/chat/completions", body(messages=[{"role": "user", "content": "x" * 200_000}]), {}, 413, None, "larger than 100000 bytes"),
     ("chunked_body_over_the_size_limit", "POST", "/v1/chat/completions", b" " * 300_000, {"chunked": True}, 413, None, "larger than 100000 bytes"),
+    ("unterminated_escaped_string", "POST", "/v1/chat/completions", b'{"model": "r1ci", "messages": "' + b'\\"' * 45_000, {}, 400, None, "not valid JSON"),
+    ("too_many_messages", "POST", "/v1/chat/completions", body(messages=[{"role": "user", "content": "a"}] * 2000), {}, 400, "messages", "at least 2000"),
     ("deep_nesting", "POST", "/v1/chat/completions", NESTED, {}, 400, None, "deep"),
     ("invalid_utf8", "POST", "/v1/chat/completions", raw('"user": "X"').replace(b"X", b"\xff"), {}, 400, None, "not valid UTF-8"),
     ("text_content_type", "POST", "/v1/chat/completions", GOOD, {"Content-Type": "text/plain"}, 415, None, "application/json"),
