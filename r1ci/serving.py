@@ -533,6 +533,27 @@ class StreamedChoice:
         return content[self.sent_chars:]
 
 
+def _plain(part: dict) -> bool:
+    """A stream part that is only model text (no role, finish reason or r1ci extras)."""
+    return part["finish_reason"] is None and "r1ci" not in part and set(part["delta"]) == {"content"}
+
+
+def pack_chunks(parts: list[dict]) -> list[list[dict]]:
+    """Stream parts, in order, packed into as few chunks as carry at most one part per choice
+    index (OpenAI clients read one delta per choice from a chunk): a choice's consecutive model
+    text merges, anything else for a choice already in the chunk starts the next chunk."""
+    chunks: list[list[dict]] = [[]]
+    for part in parts:
+        same = next((q for q in chunks[-1] if q["index"] == part["index"]), None)
+        if same is None:
+            chunks[-1].append(part)
+        elif _plain(same) and _plain(part):
+            same["delta"]["content"] += part["delta"]["content"]
+        else:
+            chunks.append([part])
+    return [c for c in chunks if c]
+
+
 def _outcome(task: asyncio.Task) -> tuple[Trajectory | None, str]:
     """A finished rollout task's trajectory, or None and why it failed."""
     if task.cancelled():
@@ -683,7 +704,7 @@ class ChatService:
                         if traj is None:
                             self.metrics.trajectories(len(prep.prompt_ids), [t for t in trajs if t is not None])
                             log.error("request %s: choice %d failed: %s", request_id, i, why)
-                            for out in ([chunk(parts)] if parts else []) + [
+                            for out in [chunk(packed) for packed in pack_chunks(parts)] + [
                                     sse(server_error(f"the server failed to complete the request: {why}"[:500]).body()),
                                     sse("[DONE]")]:
                                 yield out
@@ -693,8 +714,8 @@ class ChatService:
                         if rest:
                             parts.append(part(i, {"content": rest}))
                         parts.append(part(i, {}, FINISH_REASONS.get(traj.stop_reason, "stop"), r1ci=r1ci_extras(traj)))
-                if parts:
-                    yield chunk(parts)
+                for packed in pack_chunks(parts):
+                    yield chunk(packed)
             done = [t for t in trajs if t is not None]
             self._finished(prep, done)
             if prep.request.include_usage:

@@ -366,10 +366,11 @@ class ScriptedEngine:
     """Writes scripted turns; each turn is (pieces, finish reason) and a piece may be a
     threading.Event to wait for before going on. Streams every token to on_tokens."""
 
-    def __init__(self, tokenizer, scripts, max_model_len=2048):
+    def __init__(self, tokenizer, scripts, max_model_len=2048, burst=False):
         self.tokenizer, self.max_model_len = tokenizer, max_model_len
         self.scripts = scripts  # by the request's user text
         self.prompts = []
+        self.burst = burst  # hand over a piece's tokens one by one without yielding, as a batched stream does
 
     async def generate(self, prompt_ids, sampling, on_tokens=None):
         self.prompts.append(list(prompt_ids))
@@ -386,7 +387,9 @@ class ScriptedEngine:
                 ids.append(token)
                 if on_tokens is not None:
                     on_tokens([token])
-                await asyncio.sleep(0)
+                if not self.burst:
+                    await asyncio.sleep(0)
+            await asyncio.sleep(0)
         return Completion(ids, [-0.1] * len(ids), self.tokenizer.decode(ids), reason)
 
     def shutdown(self):
@@ -400,12 +403,12 @@ def tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def scripted_server(tokenizer, scripts, executor=None, **serve):
+def scripted_server(tokenizer, scripts, executor=None, burst=False, **serve):
     from r1ci.sandbox import Executor
 
     cfg = server_config(**serve)
     cfg.sampling.max_total_tokens = 1024
-    return Uvicorn(ChatService(ScriptedEngine(tokenizer, scripts), executor or Executor(cfg.sandbox), cfg))
+    return Uvicorn(ChatService(ScriptedEngine(tokenizer, scripts, burst=burst), executor or Executor(cfg.sandbox), cfg))
 
 
 CODE = ("Let me compute.\n", "```python\nprint(6 * 7)\n```\n")
@@ -440,6 +443,25 @@ def test_server_runs_the_code_and_streams_tokens_and_each_observation_as_they_co
     first, second = engine.prompts[-2:]  # the second turn continued from the first turn and the observation
     assert second[: len(first)] == first and tokenizer.decode(second).endswith("42\n")
     assert whole.usage.completion_tokens == len(second) - len(first) + len(tokenizer.encode("So the answer is <<<42>>>", add_special_tokens=False))
+
+
+def test_tokens_that_arrive_in_bursts_stream_one_delta_per_choice_per_chunk(tokenizer):
+    """An engine whose tokens come in batches (as ray.serve.llm's LLMServer streams them), n=2: no
+    chunk carries two deltas of one choice (clients read one), and each choice's deltas add up to its content."""
+    script = {"6 * 7": [(CODE, "stop"), (("So the answer is <<<42>>>",), "stop")]}
+    with scripted_server(tokenizer, script, burst=True) as server:
+        status, _, text = post(server, {**body(n=2), "stream": True})
+        whole = post(server, body(n=2))[2]
+    assert status == 200
+    chunks = [json.loads(e.removeprefix("data: ")) for e in text.split("\n\n") if e and e != "data: [DONE]"]
+    streamed = ["", ""]
+    for chunk in chunks:
+        indexes = [c["index"] for c in chunk["choices"]]
+        assert len(indexes) == len(set(indexes)), chunk
+        for c in chunk["choices"]:
+            streamed[c["index"]] += c["delta"].get("content") or ""
+    assert streamed == [c["message"]["content"] for c in whole["choices"]]
+    assert streamed[0].endswith("Code Execution Results:\n42\nSo the answer is <<<42>>>")
 
 
 def test_a_client_that_leaves_a_stream_stops_its_generation(tokenizer):
