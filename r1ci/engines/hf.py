@@ -55,6 +55,7 @@ def sample_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Gene
         sorted_logits, order = scaled.sort(descending=True)
         probs = torch.softmax(sorted_logits, -1)
         outside = probs.cumsum(-1) - probs >= sampling.top_p  # keep the smallest prefix whose mass reaches top_p
+        outside[0] = False  # and always the likeliest token (a top_p below float32's smallest number reads as 0)
         scaled = scaled.clone()
         scaled[order[outside]] = float("-inf")
     logprobs = torch.log_softmax(scaled, -1)
