@@ -81,12 +81,19 @@ class RequestError(Exception):
 
     def __init__(self, message: str, param: str | None = None, status: int = 400,
                  type: str = "invalid_request_error", code: str | None = None, headers: dict | None = None):
+        message, param = _printable(message), None if param is None else _printable(param)
         super().__init__(message)
         self.message, self.param, self.status, self.type, self.code = message, param, status, type, code
         self.headers = headers or {}
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def _printable(text: str) -> str:
+    """Text that encodes as UTF-8: an error quoting the client's own words (a field name, a model
+    id) may hold a lone surrogate from a JSON escape, which would fail the error response itself."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def server_error(message: str) -> RequestError:

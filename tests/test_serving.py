@@ -257,6 +257,8 @@ BAD = [  # id, method, path, body, extra headers, status, param, words
     ("missing_content", "POST", "/v1/chat/completions", body(messages=[{"role": "user"}]), {}, 400, "messages[0].content", "missing"),
     ("unknown_message_field", "POST", "/v1/chat/completions", body(messages=[{"role": "user", "content": "x", "tool_calls": []}]), {}, 400, "messages[0].tool_calls", "not supported"),
     ("lone_surrogate", "POST", "/v1/chat/completions", b'{"model": "r1ci", "messages": [{"role": "user", "content": "\\ud800"}]}', {}, 400, "messages[0].content", "surrogate"),
+    ("surrogate_in_the_model_id", "POST", "/v1/chat/completions", b'{"model": "\\udc80", "messages": [{"role": "user", "content": "hi"}]}', {}, 404, "model", "'\\udc80' does not exist"),
+    ("surrogate_in_a_field_name", "POST", "/v1/chat/completions", raw('"\\ud800": 1'), {}, 400, "\\ud800", "unrecognized request argument"),
     ("messages_not_a_list", "POST", "/v1/chat/completions", body(messages="hi"), {}, 400, "messages", "non-empty list"),
     ("body_not_an_object", "POST", "/v1/chat/completions", [1, 2], {}, 400, None, "must be a JSON object"),
     ("empty_body", "POST", "/v1/chat/completions", b"", {}, 400, None, "empty"),
