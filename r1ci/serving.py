@@ -506,31 +506,45 @@ class StreamingEngine:
 
 class StreamedChoice:
     """What one streamed choice has sent: the text of its current model turn is decoded as its
-    tokens arrive (held back while it ends in a partial character), the interpreter's output is
-    sent whole, and what was sent is always a prefix of the final content."""
+    tokens arrive, a few tokens at a time (held back while it ends in a partial character), the
+    interpreter's output is sent whole, and what was sent is always a prefix of the final content.
+    Each decode covers the last step's tokens and the step before it (as vLLM's incremental
+    detokenizer does), so a turn of T tokens costs O(T) decoding on the event loop, not O(T^2)."""
 
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
         self.turn_ids: list[int] = []
         self.turn_sent = ""  # text of the current turn already sent
+        self.prefix_at = self.read_at = 0  # turn_ids[prefix_at:read_at] was decoded last time, for context
         self.sent_chars = 0
         self.code_calls = 0
         self.first_token_at: float | None = None
 
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
     def model_text(self, final: bool = False) -> str:
-        text = self.tokenizer.decode(self.turn_ids, skip_special_tokens=True)
-        if not final:
-            text = text.rstrip("\ufffd")
-        if not text.startswith(self.turn_sent):  # the decoder changed its mind: wait for the turn's end
-            return ""
-        delta, self.turn_sent = text[len(self.turn_sent):], text
+        """The turn's text not sent yet; `final` (the turn ended) decodes the whole turn once."""
+        if final:
+            text = self._decode(self.turn_ids)
+            if not text.startswith(self.turn_sent):  # the decoder changed its mind: the reply's end sends the rest
+                return ""
+            delta = text[len(self.turn_sent):]
+        else:
+            before = self._decode(self.turn_ids[self.prefix_at:self.read_at])
+            text = self._decode(self.turn_ids[self.prefix_at:])
+            if len(text) <= len(before) or text.endswith("\ufffd") or not text.startswith(before):
+                return ""  # nothing new, or a partial character: wait for the next tokens
+            delta = text[len(before):]
+            self.prefix_at, self.read_at = self.read_at, len(self.turn_ids)
+        self.turn_sent += delta
         self.sent_chars += len(delta)
         return delta
 
     def observation(self, text: str) -> tuple[str, str]:
         """(rest of the model's turn, the observation) when a code call returns."""
         rest = self.model_text(final=True)
-        self.turn_ids, self.turn_sent = [], ""
+        self.turn_ids, self.turn_sent, self.prefix_at, self.read_at = [], "", 0, 0
         self.code_calls += 1
         self.sent_chars += len(text)
         return rest, text
@@ -690,7 +704,7 @@ class ChatService:
                 batch = [await events.get()]
                 while not events.empty():
                     batch.append(events.get_nowait())
-                parts = []
+                parts, fresh = [], set()  # fresh: choices with tokens not decoded yet, decoded once per batch
                 for i, kind, payload in batch:
                     c = choices[i]
                     if kind == "tokens":
@@ -698,10 +712,10 @@ class ChatService:
                             c.first_token_at = time.perf_counter()
                             self.metrics.first_token_seconds.observe(c.first_token_at - start)
                         c.turn_ids += payload
-                        text = c.model_text()
-                        if text:
-                            parts.append(part(i, {"content": text}))
-                    elif kind == "observation":
+                        fresh.add(i)
+                        continue
+                    fresh.discard(i)  # an observation or the end sends the turn's text first
+                    if kind == "observation":
                         rest, text = c.observation(payload)
                         if rest:
                             parts.append(part(i, {"content": rest}))
@@ -721,6 +735,10 @@ class ChatService:
                         if rest:
                             parts.append(part(i, {"content": rest}))
                         parts.append(part(i, {}, FINISH_REASONS.get(traj.stop_reason, "stop"), r1ci=r1ci_extras(traj)))
+                for i in sorted(fresh):
+                    text = choices[i].model_text()
+                    if text:
+                        parts.append(part(i, {"content": text}))
                 for packed in pack_chunks(parts):
                     yield chunk(packed)
             done = [t for t in trajs if t is not None]
