@@ -107,6 +107,21 @@ def test_serve_config_rejects_bad_values():
     assert base_url(load_config(None, ["serve.route_prefix=/r1ci", "serve.port=9000"])) == "http://127.0.0.1:9000/r1ci/v1"
 
 
+def test_serve_job_ends_through_the_job_entry_a_missing_model_is_one_line_and_exit_code_2(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, str(root / "jobs/serve.py"), "--config", str(root / "configs/demo.yaml"),
+         f"model.path={tmp_path / 'nowhere'}", f"run.output_dir={tmp_path}", "run.ray_address=local"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("serve: error: ")
+    assert "nowhere" in proc.stderr and (tmp_path / "logs" / "serve.log").exists()
+
+
 # -- servers ---------------------------------------------------------------------------------------------
 
 
