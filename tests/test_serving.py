@@ -538,6 +538,7 @@ def test_a_request_whose_code_kills_the_sandbox_fails_alone(tokenizer):
 
     inner = Executor(server_config().sandbox)
     b_running = threading.Event()
+    killed = []  # fork-server pids killed so far
 
     class SandboxKiller:
         containment = inner.containment
@@ -549,7 +550,10 @@ def test_a_request_whose_code_kills_the_sandbox_fails_alone(tokenizer):
 
             async def kill():
                 await asyncio.to_thread(b_running.wait, 5)
+                while inner.server_pid is None or inner.server_pid in killed:  # a rerun restarts the fork server first
+                    await asyncio.sleep(0.05)
                 await asyncio.sleep(0.3)
+                killed.append(inner.server_pid)
                 os.kill(inner.server_pid, signal.SIGKILL)
 
             killer = asyncio.create_task(kill())
