@@ -17,7 +17,7 @@ from ray import serve
 
 from r1ci.config import Config, from_dict, to_dict
 from r1ci.engines.base import Completion, EngineStats, Sampling
-from r1ci.serving import ChatService, base_url, build_api, engine_home
+from r1ci.serving import ChatService, base_url, build_api
 
 
 class LLMServerEngine:
@@ -154,7 +154,7 @@ class ChatIngress:
 
 def serve_app(cfg: Config, model_dir: str) -> Any:
     """The Serve application: `serve.num_replicas` ingress replicas, and an LLMServer deployment
-    they call when the engine runs there (`r1ci.serving.engine_home`)."""
+    they call when the engine runs there (`serve.engine=llm_server`)."""
     s = cfg.serve
     ingress = serve.deployment(ChatIngress).options(
         name="ChatIngress",
@@ -162,7 +162,7 @@ def serve_app(cfg: Config, model_dir: str) -> Any:
         max_ongoing_requests=s.max_ongoing_requests,
         ray_actor_options={"num_cpus": s.num_cpus, "num_gpus": s.num_gpus},
     )
-    if engine_home(cfg) != "llm_server":
+    if cfg.serve.engine != "llm_server":
         return ingress.bind(to_dict(cfg), model_dir)
     from ray.serve.llm.deployment import LLMServer
 

@@ -7,13 +7,13 @@ so both sides do the same work) run at each concurrency:
   tokenized beforehand: the interpreter loop and the engine, no HTTP, JSON or Serve),
 - server: POSTed to Ray Serve's HTTP proxy (a local Ray on 2 CPUs), through the ingress replica
   (request checks, tokenization, the same loop) to the engine.
-Setups: `hf` (the transformers engine inside the ingress replica) and `llm_server` (vLLM-CPU in
-ray.serve.llm's LLMServer deployment, called through a deployment handle; its engine-alone side
-is r1ci's own vLLM engine). Reported per side: requests/s, completion tokens/s, p50/p95/p99
+Setups: `hf` and `vllm` (r1ci's transformers or vLLM engine inside the ingress replica) and
+`llm_server` (vLLM-CPU in ray.serve.llm's LLMServer deployment, called through a deployment
+handle; its engine-alone side is r1ci's own vLLM engine). Reported per side: requests/s, completion tokens/s, p50/p95/p99
 latency and errors; `overhead` is the server's wall time over the engine's for the same requests
 (1.0: none). The client (aiohttp, in this process) shares the 2 cores with the server.
 
-    python benchmarks/serve.py [--setups hf,llm_server] [--requests 200] [--concurrency 16,64] [--max-tokens 16] [--json]
+    python benchmarks/serve.py [--setups hf,vllm,llm_server] [--requests 200] [--concurrency 16,64] [--max-tokens 16] [--json]
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ def questions(n: int) -> list[dict]:
 def bench_config(setup: str, max_tokens: int, concurrency: int) -> Config:
     cfg = Config()
     cfg.generator.backend = "hf" if setup == "hf" else "vllm"
-    cfg.serve.engine = "ingress" if setup == "hf" else "llm_server"
+    cfg.serve.engine = "llm_server" if setup == "llm_server" else "ingress"
     cfg.generator.max_model_len, cfg.generator.max_batch, cfg.generator.threads = 512, 64, 1
     cfg.sampling.max_total_tokens = max_tokens
     cfg.sandbox.preload, cfg.sandbox.warm_up = ["math"], ""
     cfg.serve.max_ongoing_requests = concurrency  # the replica takes the whole load, as the engine alone does
-    cfg.serve.num_cpus, cfg.serve.llm_num_cpus = (1.0 if setup == "hf" else 0.5), 1.0
+    cfg.serve.num_cpus, cfg.serve.llm_num_cpus = (0.5 if setup == "llm_server" else 1.0), 1.0
     return cfg
 
 
@@ -155,7 +155,7 @@ def server(setup: str, model_dir: str, args) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--setups", default="hf,llm_server", help="comma-separated: hf, llm_server")
+    parser.add_argument("--setups", default="hf,vllm,llm_server", help="comma-separated: hf, vllm, llm_server")
     parser.add_argument("--model", default="tiny", help="model.path: tiny (built locally), smollm2 or a folder")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", default="16,64", type=lambda s: [int(x) for x in s.split(",")])

@@ -4,8 +4,8 @@
     ray job submit -- python jobs/serve.py --config configs/<recipe>.yaml model.path=... serve.host=0.0.0.0
 
 Prints the URL and an `openai` client snippet, then serves until Ctrl-C (or `ray job stop`),
-and removes the application (and Serve itself when this job started Ray). With vLLM the
-engine runs in ray.serve.llm's LLMServer deployment (`serve.engine`).
+and removes the application (and Serve itself when this job started Ray). The engine runs in
+the ingress replica, or with `serve.engine=llm_server` in ray.serve.llm's LLMServer deployment.
 """
 
 from __future__ import annotations

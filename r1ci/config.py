@@ -270,7 +270,7 @@ class ServeConfig:
     app_name: str = knob("r1ci", "Ray Serve application name (what `serve status` shows and shutdown deletes).")
     model_name: str = knob("r1ci", "Model id listed by /v1/models; requests must name it.")
     prompt_style: str = knob("agent", "System prompt put first when a request brings none: text, code, agent or guided (the protocol's prompt styles).", choices=PROMPT_STYLES)
-    engine: str = knob("auto", "Where the engine runs: llm_server (a ray.serve.llm LLMServer deployment, vLLM only, that the ingress calls through a deployment handle and that scales on its own), ingress (inside each ingress replica, either generator.backend), or auto (llm_server for vllm, ingress for hf).", choices=("auto", "ingress", "llm_server"))
+    engine: str = knob("ingress", "Where the engine runs: ingress (inside each ingress replica, either generator.backend) or llm_server (a ray.serve.llm LLMServer deployment, vLLM only, that the ingress calls through a deployment handle and that scales on its own; 7x slower than the ingress engine on 2 CPUs, see the README).", choices=("ingress", "llm_server"))
     num_replicas: int = knob(1, "Ingress replicas; each runs the interpreter loop with its own sandbox (and holds an engine when serve.engine is ingress).", gt=0)
     num_cpus: float = knob(1.0, "CPUs Ray reserves per ingress replica (the engine's share included when it runs there).", gt=0)
     num_gpus: float = knob(0.0, "GPUs Ray reserves per ingress replica (1 on a GPU cluster when the engine runs there).", ge=0)

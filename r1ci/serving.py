@@ -885,13 +885,6 @@ def build_api(service: ChatService, echo_request_id: bool = True) -> FastAPI:
     return api
 
 
-def engine_home(cfg: Config) -> str:
-    """Where the engine runs: "llm_server" (ray.serve.llm) or "ingress" (`serve.engine`, auto resolved)."""
-    if cfg.serve.engine != "auto":
-        return cfg.serve.engine
-    return "llm_server" if cfg.generator.backend == "vllm" else "ingress"
-
-
 def base_url(cfg: Config) -> str:
     """The URL OpenAI clients take as base_url (ends in /v1)."""
     host = "127.0.0.1" if cfg.serve.host in ("0.0.0.0", "::", "") else cfg.serve.host

@@ -636,6 +636,7 @@ def test_vllm_engine_behind_ray_serve_llm_server(ray_cluster, tiny_model_dir):
     cfg = server_config()
     cfg.generator.backend, cfg.serve.engine, cfg.serve.num_cpus, cfg.serve.llm_num_cpus = "vllm", "llm_server", 0.25, 1.0
     cfg.serve.port = _free_port()
+    serve.shutdown()  # a Serve left by the module's other server keeps its proxy's port; this test needs its own
     try:
         url = deploy(cfg, tiny_model_dir)
         assert set(serve.status().applications["r1ci"].deployments) == {"ChatIngress", "LLMServer"}
