@@ -164,17 +164,16 @@ def main() -> int:
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    if args.model == "tiny":
-        import tempfile
-
-        from r1ci.models import make_tiny_model
-
-        model_dir = str(make_tiny_model(tempfile.mkdtemp(prefix="r1ci-bench-tiny-")))
-    else:
-        model_dir = resolve_model(args.model, Config().model.data_dir)
-
     results = {"requests": args.requests, "max_tokens": args.max_tokens, "model": args.model, "setups": {}}
-    with stdout_to_stderr() if args.json else contextlib.nullcontext():
+    with stdout_to_stderr() if args.json else contextlib.nullcontext():  # libraries print (DeepSpeed's accelerator line)
+        if args.model == "tiny":
+            import tempfile
+
+            from r1ci.models import make_tiny_model
+
+            model_dir = str(make_tiny_model(tempfile.mkdtemp(prefix="r1ci-bench-tiny-")))
+        else:
+            model_dir = resolve_model(args.model, Config().model.data_dir)
         for setup in args.setups.split(","):
             alone = engine_alone(setup, model_dir, args)
             served = server(setup, model_dir, args)
