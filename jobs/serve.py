@@ -4,22 +4,22 @@
     ray job submit -- python jobs/serve.py --config configs/<recipe>.yaml model.path=... serve.host=0.0.0.0
 
 Prints the URL and an `openai` client snippet, then serves until Ctrl-C (or `ray job stop`),
-and removes the application (and Serve itself when this job started Ray).
+and removes the application (and Serve itself when this job started Ray). The engine runs in
+the ingress replica, or with `serve.engine=llm_server` in ray.serve.llm's LLMServer deployment.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import signal
 import sys
 import time
+from pathlib import Path
 
 from actors.runtime import init_ray
-from r1ci.config import ConfigError, add_cli, from_cli
+from r1ci.cli import job_main
+from r1ci.config import Config
+from r1ci.errors import UserError
 from r1ci.models import resolve_model
-
-log = logging.getLogger("r1ci.serve")
 
 SNIPPET = """\
 from openai import OpenAI
@@ -29,35 +29,32 @@ reply = client.chat.completions.create(
 print(reply.choices[0].message.content)   # reasoning, code, Code Execution Results, <<<answer>>>"""
 
 
+class ServerDidNotStart(UserError):
+    """A replica could not start (a model that does not load, too little memory, a port in use)."""
+
+
 def _stop(signum, frame) -> None:
     raise KeyboardInterrupt  # SIGTERM (`ray job stop`) leaves through the same clean path as Ctrl-C
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_cli(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        cfg = from_cli(args)
-        model_dir = resolve_model(cfg.model.path, cfg.model.data_dir)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    started = init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus)
+def run_server(cfg: Config, show_progress: bool = True, verbose: bool = False) -> None:
+    """Deploy the application on a local or joined Ray and serve until interrupted."""
+    model_dir = resolve_model(cfg.model.path, cfg.model.data_dir)
+    logs = Path(cfg.run.output_dir) / "logs"
+    started = init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus, log_dir=logs, verbose=verbose)
 
     from ray import serve
 
-    from r1ci.serving import deploy
+    from actors.serve import deploy
 
     for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell starts background jobs with it ignored
         signal.signal(sig, _stop)
     try:
         try:
             url = deploy(cfg, model_dir)
-        except RuntimeError as exc:  # a replica could not start (its traceback is in the Ray logs)
-            print(f"error: the server did not start: {str(exc).splitlines()[0]}", file=sys.stderr)
-            return 1
+        except RuntimeError as exc:
+            raise ServerDidNotStart(f"the server did not start: {str(exc).splitlines()[0]} "
+                                    f"(the replica's traceback is in the Ray logs, {logs})") from None
         print(f"serving {cfg.model.path} as '{cfg.serve.model_name}' at {url}  (Ctrl-C stops)\n")
         print(SNIPPET.format(url=url, model=cfg.serve.model_name), flush=True)
         while True:
@@ -71,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             serve.shutdown()  # this job owns Serve and the Ray it runs on
         else:
             serve.delete(cfg.serve.app_name)  # other applications on a shared cluster keep running
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return job_main(__doc__, "serve", run_server, lambda cfg: cfg.run.output_dir, argv=argv)
 
 
 if __name__ == "__main__":

@@ -269,12 +269,20 @@ class ServeConfig:
     route_prefix: str = knob("/", "URL path the application is mounted at ('/' or e.g. '/r1ci'); the API is under <prefix>/v1.")
     app_name: str = knob("r1ci", "Ray Serve application name (what `serve status` shows and shutdown deletes).")
     model_name: str = knob("r1ci", "Model id listed by /v1/models; requests must name it.")
-    num_replicas: int = knob(1, "Server replicas; each holds one engine and its own sandbox.", gt=0)
-    num_cpus: float = knob(1.0, "CPUs Ray reserves per replica.", gt=0)
-    num_gpus: float = knob(0.0, "GPUs Ray reserves per replica (1 on a GPU cluster).")
-    max_ongoing_requests: int = knob(16, "Requests one replica works on at once (the engine batches them); more wait in Serve's queue.", gt=0)
-    max_n: int = knob(8, "Largest n (choices per request) a request may ask for.", gt=0)
     prompt_style: str = knob("agent", "System prompt put first when a request brings none: text, code, agent or guided (the protocol's prompt styles).", choices=PROMPT_STYLES)
+    engine: str = knob("ingress", "Where the engine runs: ingress (inside each ingress replica, either generator.backend) or llm_server (a ray.serve.llm LLMServer deployment, vLLM only, that the ingress calls through a deployment handle and that scales on its own; 7x slower than the ingress engine on 2 CPUs, see the README).", choices=("ingress", "llm_server"))
+    num_replicas: int = knob(1, "Ingress replicas; each runs the interpreter loop with its own sandbox (and holds an engine when serve.engine is ingress).", gt=0)
+    num_cpus: float = knob(1.0, "CPUs Ray reserves per ingress replica (the engine's share included when it runs there).", gt=0)
+    num_gpus: float = knob(0.0, "GPUs Ray reserves per ingress replica (1 on a GPU cluster when the engine runs there).", ge=0)
+    max_ongoing_requests: int = knob(16, "Requests one replica works on at once (the engine batches them); more wait in Serve's queue.", gt=0)
+    llm_num_cpus: float = knob(1.0, "With serve.engine llm_server: CPUs per LLMServer replica (its placement-group bundle).", gt=0)
+    llm_num_gpus: int = knob(0, "With serve.engine llm_server: GPUs per LLMServer replica, the engine's tensor-parallel size (0: vLLM's CPU build).", ge=0)
+    llm_min_replicas: int = knob(1, "With serve.engine llm_server: LLMServer replicas (the autoscaling floor).", gt=0)
+    llm_max_replicas: int = knob(1, "With serve.engine llm_server: more than llm_min_replicas lets Serve autoscale the LLMServer between the two.", gt=0)
+    max_n: int = knob(8, "Largest n (choices per request) a request may ask for.", gt=0)
+    max_request_bytes: int = knob(1 << 20, "Largest request body, bytes; a larger one gets a 413 before it is read.", gt=0)
+    max_json_depth: int = knob(16, "Deepest nesting of arrays and objects a request body may have, checked before it is parsed (a valid chat request needs 4).", gt=0)
+    code_call_retries: int = knob(1, "Times the server reruns a code call the executor itself failed (its fork server died mid-run, perhaps killed by another request's code); reruns go one at a time, so one request's code cannot fail another's.", ge=0)
 
 
 @dataclass
@@ -413,6 +421,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"serve.route_prefix: need '/' or a path like '/r1ci' (no trailing '/', no braces), got {prefix!r}")
     if not cfg.serve.model_name.strip():
         raise ConfigError("serve.model_name: must not be empty (it is the model id clients send)")
+    if cfg.serve.engine == "llm_server" and cfg.generator.backend != "vllm":
+        raise ConfigError(f"serve.engine: llm_server runs vLLM only (ray.serve.llm), but generator.backend is "
+                          f"{cfg.generator.backend!r}: set serve.engine=ingress or generator.backend=vllm")
+    if cfg.serve.llm_max_replicas < cfg.serve.llm_min_replicas:
+        raise ConfigError(f"serve.llm_max_replicas: must be at least serve.llm_min_replicas ({cfg.serve.llm_min_replicas}), "
+                          f"got {cfg.serve.llm_max_replicas}")
     _validate_eval(cfg)
     return cfg
 

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 from r1ci import protocol
 from r1ci.config import Config
@@ -123,9 +123,12 @@ async def rollout_from_prompt(
     cfg: Config,
     sampling: Sampling,
     code_allowed: bool = True,
+    on_observation: Callable[[str], None] | None = None,
 ) -> Trajectory:
     """Run the multi-turn loop on `traj`, whose `prompt_ids` may come from any chat (the server's
-    requests), filling its response, turns, stop reason and answer; budgets as in `rollout`."""
+    requests), filling its response, turns, stop reason and answer; budgets as in `rollout`.
+    `on_observation` gets each code call's observation text the moment the call returns (the
+    server streams it)."""
     pcfg = cfg.protocol
     tokenizer = engine.tokenizer
     if len(traj.prompt_ids) >= engine.max_model_len:
@@ -176,6 +179,8 @@ async def rollout_from_prompt(
                 observation += protocol.last_turn_notice(pcfg)
                 last_turn = True
             turn.observation = observation
+            if on_observation is not None:
+                on_observation(observation)
             obs_ids = tokenizer.encode(observation, add_special_tokens=False)
             if len(obs_ids) > room():
                 traj.append(obs_ids[: max(room(), 0)], None, trainable=False)

@@ -167,9 +167,51 @@ def test_prompt_longer_than_the_context_is_refused(hf_engine):
         asyncio.run(hf_engine.generate(list(range(10, 10 + hf_engine.max_model_len)), Sampling()))
 
 
+def test_hf_top_p_too_small_for_float32_samples_the_likeliest_token_and_fails_no_other_request(hf_engine):
+    """A request may ask for any top_p in (0, 1]; 1e-300 is 0 in float32, which once masked every
+    token and failed the whole batch ("probability tensor contains inf, nan")."""
+    prompt = chat_ids(hf_engine.tokenizer, QUESTIONS[1])
+
+    async def run():
+        return await asyncio.gather(hf_engine.generate(prompt, Sampling(1.0, 1e-300, 6, seed=1)),
+                                    hf_engine.generate(prompt, Sampling(1.0, 1.0, 6, seed=2)),
+                                    hf_engine.generate(prompt, Sampling(0.0, 1.0, 6)))
+
+    tiny_top_p, other, greedy = asyncio.run(run())
+    assert tiny_top_p.token_ids == greedy.token_ids and len(other.token_ids) == 6
+    assert all(lp == 0.0 for lp in tiny_top_p.logprobs)  # the nucleus is one token
+
+
 @pytest.mark.slow
 def test_vllm_engine_generates_with_stops_seeds_and_true_logprobs(vllm_engine, reference_model):
     check_generation(vllm_engine, reference_model)
+
+
+def check_streaming(engine):
+    """on_tokens gets every new token, in order, on the caller's loop, before generate returns."""
+    prompt = chat_ids(engine.tokenizer, QUESTIONS[1])
+
+    async def run():
+        loop, seen = asyncio.get_running_loop(), []
+
+        def on_tokens(ids):
+            assert asyncio.get_running_loop() is loop
+            seen.append(list(ids))
+
+        streamed = await engine.generate(prompt, Sampling(1.0, 1.0, 12, seed=5), on_tokens=on_tokens)
+        return seen, streamed, await engine.generate(prompt, Sampling(1.0, 1.0, 12, seed=5))
+
+    seen, streamed, plain = asyncio.run(run())
+    assert [t for ids in seen for t in ids] == streamed.token_ids == plain.token_ids and len(seen) > 1
+
+
+def test_hf_engine_streams_tokens_as_they_are_sampled(hf_engine):
+    check_streaming(hf_engine)
+
+
+@pytest.mark.slow
+def test_vllm_engine_streams_tokens_as_they_are_sampled(vllm_engine):
+    check_streaming(vllm_engine)
 
 
 @pytest.mark.slow

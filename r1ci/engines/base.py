@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
@@ -49,8 +49,12 @@ class Engine(Protocol):
     tokenizer: object  # a transformers tokenizer; the rollout encodes observations with it
     max_model_len: int
 
-    async def generate(self, prompt_ids: list[int], sampling: Sampling) -> Completion:
-        """Continue one token sequence; concurrent calls are batched by the engine."""
+    async def generate(
+        self, prompt_ids: list[int], sampling: Sampling, on_tokens: Callable[[list[int]], None] | None = None
+    ) -> Completion:
+        """Continue one token sequence; concurrent calls are batched by the engine. `on_tokens`,
+        if given, is called on the caller's event loop with each step's new token ids as they
+        are sampled (the server streams them), always before the call returns."""
 
     async def load_weights(self, weights: Iterable[tuple[str, np.ndarray]], version: int, final: bool = True) -> None:
         """Replace the model's weights (HF parameter names, numpy arrays) and record the version.

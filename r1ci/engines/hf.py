@@ -17,7 +17,7 @@ import logging
 import threading
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -40,6 +40,8 @@ class _Request:
     cached: int = 0  # real (unpadded) tokens of this row in the KV cache
     finish_reason: str = ""
     stop_str: str | None = None
+    on_tokens: Callable[[list[int]], None] | None = None
+    streamed: int = 0  # tokens already handed to on_tokens
 
 
 def sample_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> tuple[int, float]:
@@ -53,6 +55,7 @@ def sample_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Gene
         sorted_logits, order = scaled.sort(descending=True)
         probs = torch.softmax(sorted_logits, -1)
         outside = probs.cumsum(-1) - probs >= sampling.top_p  # keep the smallest prefix whose mass reaches top_p
+        outside[0] = False  # and always the likeliest token (a top_p below float32's smallest number reads as 0)
         scaled = scaled.clone()
         scaled[order[outside]] = float("-inf")
     logprobs = torch.log_softmax(scaled, -1)
@@ -88,7 +91,9 @@ class HFEngine:
         self._clock = BusyClock()
         self._stats = EngineStats()
 
-    async def generate(self, prompt_ids: list[int], sampling: Sampling) -> Completion:
+    async def generate(
+        self, prompt_ids: list[int], sampling: Sampling, on_tokens: Callable[[list[int]], None] | None = None
+    ) -> Completion:
         """Continue `prompt_ids`; joins the running batch at the next decode step."""
         if len(prompt_ids) >= self.max_model_len:
             raise ValueError(f"prompt of {len(prompt_ids)} tokens does not fit max_model_len {self.max_model_len}")
@@ -99,6 +104,7 @@ class HFEngine:
             future=asyncio.get_running_loop().create_future(),
             generator=torch.Generator().manual_seed(seed),
             max_new=min(sampling.max_tokens, self.max_model_len - len(prompt_ids)),
+            on_tokens=on_tokens,
         )
         self._pending.append(request)
         self._clock.start()
@@ -122,6 +128,7 @@ class HFEngine:
                     rows = await asyncio.to_thread(self._locked, self._prefill, admitted)
                 else:
                     rows = await asyncio.to_thread(self._locked, self._decode)
+                self._stream(rows)
                 self._finish(rows)
             except Exception as exc:  # fail every request in flight; the loop itself survives
                 log.exception("hf engine step failed")
@@ -213,6 +220,14 @@ class HFEngine:
                 r.stop_str = s
                 return True
         return False
+
+    def _stream(self, stepped: list[_Request]) -> None:
+        """Hand each streaming row its new tokens; scheduled, so a failing callback fails no batch."""
+        loop = asyncio.get_running_loop()
+        for r in stepped:
+            if r.on_tokens is not None and len(r.token_ids) > r.streamed:
+                loop.call_soon(r.on_tokens, r.token_ids[r.streamed :])
+                r.streamed = len(r.token_ids)
 
     def _finish(self, stepped: list[_Request]) -> None:
         done = [r for r in stepped if r.finish_reason]

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -79,33 +79,56 @@ def _reload_in_worker(worker, header: list, path: str) -> int:
     return len(tensors)
 
 
+def engine_env(cfg: Config) -> dict[str, str]:
+    """Environment vLLM reads at start-up: its engine queue on loopback unless told otherwise
+    (else it binds the public interface), and the CPU build's KV cache in whole GiB."""
+    return {
+        "VLLM_HOST_IP": os.environ.get("VLLM_HOST_IP", "127.0.0.1"),
+        "VLLM_CPU_KVCACHE_SPACE": str(max(1, math.ceil(cfg.generator.kv_cache_gb))),
+    }
+
+
+def engine_args(model_dir: str, cfg: Config) -> dict:
+    """vLLM engine arguments besides the model (the same for r1ci's engine and ray.serve.llm's)."""
+    from transformers import AutoConfig
+
+    max_model_len = min(cfg.generator.max_model_len, AutoConfig.from_pretrained(model_dir).max_position_embeddings)
+    return dict(
+        dtype=cfg.model.dtype,
+        max_model_len=max_model_len,
+        # Chunked prefill off: on the CPU build a seeded request whose prompt is split across
+        # steps crashes the engine ("CPU Generator does not use offset"); whole prompts only.
+        enable_chunked_prefill=False,
+        max_num_batched_tokens=max(max_model_len, 2048),
+        enforce_eager=True,
+        seed=cfg.run.seed,
+        gpu_memory_utilization=cfg.generator.gpu_memory_utilization,
+        logprobs_mode="processed_logprobs",
+        disable_log_stats=True,
+    )
+
+
+def finish_reason(vllm_finish_reason: str | None, stop_reason: int | str | None) -> str:
+    """r1ci's finish reason for a vLLM output: "length", "stop" (a stop string) or "eos"
+    (the eos token, stop_reason None, or a stop token id)."""
+    if vllm_finish_reason == "length":
+        return "length"
+    return "stop" if isinstance(stop_reason, str) else "eos"
+
+
 class VLLMEngine:
     """vLLM AsyncLLM on a Hugging Face folder; implements `r1ci.engines.base.Engine`."""
 
     def __init__(self, model_dir: str, cfg: Config):
-        os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")  # else its engine queue binds the public interface
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # lets load_weights send a function
-        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, math.ceil(cfg.generator.kv_cache_gb)))  # whole GiB only
-        from transformers import AutoConfig, AutoTokenizer
+        for key, value in engine_env(cfg).items():
+            os.environ[key] = value
+        from transformers import AutoTokenizer
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        max_model_len = min(cfg.generator.max_model_len, AutoConfig.from_pretrained(model_dir).max_position_embeddings)
-        args = AsyncEngineArgs(
-            model=model_dir,
-            dtype=cfg.model.dtype,
-            max_model_len=max_model_len,
-            # Chunked prefill off: on the CPU build a seeded request whose prompt is split across
-            # steps crashes the engine ("CPU Generator does not use offset"); whole prompts only.
-            enable_chunked_prefill=False,
-            max_num_batched_tokens=max(max_model_len, 2048),
-            enforce_eager=True,
-            seed=cfg.run.seed,
-            gpu_memory_utilization=cfg.generator.gpu_memory_utilization,
-            logprobs_mode="processed_logprobs",
-            disable_log_stats=True,
-        )
+        args = AsyncEngineArgs(model=model_dir, **engine_args(model_dir, cfg))
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, name="vllm-engine-loop", daemon=True).start()
 
@@ -122,11 +145,15 @@ class VLLMEngine:
     async def _on_engine_loop(self, coro):
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
-    async def generate(self, prompt_ids: list[int], sampling: Sampling) -> Completion:
+    async def generate(
+        self, prompt_ids: list[int], sampling: Sampling, on_tokens: Callable[[list[int]], None] | None = None
+    ) -> Completion:
         """Continue `prompt_ids` as one vLLM request; vLLM batches it with all others in flight."""
-        return await self._on_engine_loop(self._generate(prompt_ids, sampling))
+        caller = asyncio.get_running_loop()
+        relay = None if on_tokens is None else lambda ids: caller.call_soon_threadsafe(on_tokens, ids)
+        return await self._on_engine_loop(self._generate(prompt_ids, sampling, relay))
 
-    async def _generate(self, prompt_ids: list[int], sampling: Sampling) -> Completion:
+    async def _generate(self, prompt_ids: list[int], sampling: Sampling, on_tokens=None) -> Completion:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -143,20 +170,17 @@ class VLLMEngine:
         )
         self._clock.start()
         try:
-            final = None
+            final, streamed = None, 0
             async for final in self.engine.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), params, uuid.uuid4().hex):
-                pass
+                if on_tokens is not None and len(final.outputs[0].token_ids) > streamed:  # cumulative outputs
+                    on_tokens(list(final.outputs[0].token_ids[streamed:]))
+                    streamed = len(final.outputs[0].token_ids)
         finally:
             self._clock.stop()
         out = final.outputs[0]
         token_ids = list(out.token_ids)
         logprobs = [step[token].logprob for token, step in zip(token_ids, out.logprobs)]
-        if out.finish_reason == "length":
-            reason = "length"
-        elif isinstance(out.stop_reason, str):
-            reason = "stop"
-        else:  # stopped on the eos token (stop_reason None) or a stop token id
-            reason = "eos"
+        reason = finish_reason(out.finish_reason, out.stop_reason)
         self._stats.generated_tokens += len(token_ids)
         self._stats.requests += 1
         return Completion(
