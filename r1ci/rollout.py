@@ -13,12 +13,11 @@ import asyncio
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
 from r1ci import protocol
 from r1ci.config import Config
 from r1ci.engines.base import Engine, Sampling
-from r1ci.sandbox.base import ExecResult
+from r1ci.sandbox.base import TIMEOUT, ExecResult, Sandbox
 from r1ci.tasks.base import Instance
 from r1ci.trajectory import (
     STOP_ANSWER,
@@ -32,10 +31,7 @@ from r1ci.trajectory import (
 )
 
 
-class CodeExecutor(Protocol):
-    """Anything that runs a snippet: `r1ci.sandbox` executors, `actors.executor.ExecutorPool`."""
-
-    async def arun(self, code: str, timeout: float | None = None) -> ExecResult: ...
+CodeExecutor = Sandbox  # the name r1ci/serving.py and actors/generator.py import; the protocol is r1ci.sandbox.Sandbox
 
 
 @dataclass(frozen=True)
@@ -70,15 +66,11 @@ def prompt_ids(tokenizer, question: str, style: str, cfg: Config) -> list[int]:
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False))
 
 
-# killed_reason values with which an executor reports its own failure, not the code's
-EXECUTOR_FAILURES = ("executor_died", "executor_unresponsive", "sandbox_error")
-
-
 def exec_note(result: ExecResult, timeout_s: float) -> str:
     """A line for an abnormal end the executor left unexplained (r1ci's sandbox explains its own in stderr)."""
     if result.stderr.strip() or not (result.timed_out or result.killed_reason or result.exit_code is None):
         return ""
-    if result.timed_out or result.killed_reason == "timeout":
+    if result.timed_out or result.killed_reason == TIMEOUT:
         return f"Error: the code timed out after {timeout_s:g} seconds and was stopped."
     return f"Error: the code was stopped ({result.killed_reason or 'killed by a signal'})."
 
@@ -90,7 +82,7 @@ def _call_seed(seed: int | None, call: int) -> int | None:
 
 async def rollout(
     engine: Engine,
-    executor: CodeExecutor,
+    executor: Sandbox,
     instance: Instance,
     cfg: Config,
     group_id: str,
@@ -118,7 +110,7 @@ async def rollout(
 
 async def rollout_from_prompt(
     engine: Engine,
-    executor: CodeExecutor,
+    executor: Sandbox,
     traj: Trajectory,
     cfg: Config,
     sampling: Sampling,
@@ -199,7 +191,7 @@ async def rollout_from_prompt(
     return traj
 
 
-async def _run_code(executor: CodeExecutor, turn: Turn, cfg: Config, traj: Trajectory) -> str | None:
+async def _run_code(executor: Sandbox, turn: Turn, cfg: Config, traj: Trajectory) -> str | None:
     """The observation text for `turn`'s code call (noting on the turn why the executor stopped
     it, if it did), or None after marking `traj` as failed."""
     timeout = cfg.sandbox.timeout_s
@@ -215,15 +207,15 @@ async def _run_code(executor: CodeExecutor, turn: Turn, cfg: Config, traj: Traje
         return None
     finally:
         traj.code_wait_s += time.perf_counter() - start
-    turn.killed_reason = result.killed_reason or ("timeout" if result.timed_out else "")
-    if result.killed_reason in EXECUTOR_FAILURES:
+    turn.killed_reason = result.killed_reason or (TIMEOUT if result.timed_out else "")
+    if result.executor_failed:
         traj.stop_reason, traj.error = STOP_ERROR, f"executor failed ({result.killed_reason}): {result.stderr[-300:]}"
         return None
     return protocol.format_observation(result.stdout, result.stderr, cfg.protocol, note=exec_note(result, timeout))
 
 
 async def rollout_batch(
-    engine: Engine, executor: CodeExecutor, requests: list[RolloutRequest], cfg: Config, weight_version: int = 0
+    engine: Engine, executor: Sandbox, requests: list[RolloutRequest], cfg: Config, weight_version: int = 0
 ) -> list[Trajectory]:
     """All trajectories at once, each on its own coroutine; results in request order, none lost."""
     default = sampling_from_config(cfg)

@@ -1,0 +1,56 @@
+"""What the sandbox tests check after a hostile run: the next snippet still answers, nothing of earlier runs is left."""
+
+from __future__ import annotations
+
+import os
+import time
+
+HOST_TMP = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def earlier_uids(executor) -> range:
+    """The uids of every run before this call (each run has its own uid, handed out in order;
+    idle spares already hold the uids after the probe's)."""
+    probe = int(executor.run("import os; print(os.getuid())").stdout)
+    return range(executor.uid_range.start, probe)
+
+
+def _owned(uids: range, workroot: str) -> list[str]:
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and os.stat(f"/proc/{name}").st_uid in uids:
+                found.append(f"process {name}")
+        except FileNotFoundError:
+            pass
+    for d in HOST_TMP + ((workroot,) if workroot else ()):
+        try:
+            entries = list(os.scandir(d))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid in uids:
+                    found.append(entry.path)
+            except FileNotFoundError:
+                pass
+    return found
+
+
+def leftovers(executor, seconds: float = 5.0) -> list[str]:
+    """Processes of earlier runs, and files they own in the host's /tmp, /var/tmp, /dev/shm and
+    (containment none) the executor's work root; waits up to `seconds` for clean-up to finish."""
+    uids = earlier_uids(executor)
+    deadline = time.monotonic() + seconds
+    while True:
+        found = _owned(uids, executor._workroot)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def assert_sound(executor) -> None:
+    """The next trivial snippet answers correctly and no process or file of earlier runs is left."""
+    result = executor.run("print(6 * 7)")
+    assert result.ok and result.stdout == "42\n" and result.stderr == "", result
+    assert leftovers(executor) == []
