@@ -345,7 +345,7 @@ def test_generator_actor_rolls_out_loads_weights_and_reports_stats(ray_cluster, 
     assert stats["tokens_per_s"] > 0 and stats["turns_per_trajectory"] >= 1
     ray.get(actor.shutdown.remote(), timeout=30)
     ray.kill(actor)
-    pool.shutdown()
+    pool.close()
 
 
 @pytest.mark.slow
