@@ -100,7 +100,7 @@ class SandboxConfig:
     cgroup_parent: str = knob("", "cgroup v2 directory (delegating memory and pids) to create the run groups in; empty: the executor's own cgroup.")
     preload: list = knob(["math", "itertools", "collections", "functools", "re", "json", "random", "fractions", "heapq", "numpy", "sympy"], "Modules the warm interpreter imports once so snippets start fast.")
     workers: int = knob(2, "Snippets one executor runs at the same time.", gt=0)
-    spares: int = knob(2, "Children the fork server keeps forked and warmed ahead of requests (at most workers); more cost memory, fewer cost latency under bursts.")
+    spares: int = knob(2, "Runs kept forked and warmed ahead of requests beyond the `workers` running: the fork server has workers + spares lanes, each making its next run in fresh namespaces as soon as its last one ends; more cost memory, fewer cost latency under bursts.", gt=0)
     cpus: list = knob([], "CPU ids the fork server and every run are pinned to (empty: any); keeps code calls off the cores a generator decodes on, so neither waits on the other.")
     output_kill_mb: int = knob(64, "Output of one run (both streams) beyond which it is killed with killed_reason output_limit, MiB.")
     tmp_mb: int = knob(512, "Writable space of one code call, MiB: one tmpfs behind its /tmp (the working dir), /var/tmp and /dev/shm, gone when the run ends (bwrap, unshare).", gt=0)

@@ -9,13 +9,13 @@ HOST_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 def earlier_uids(executor) -> range:
-    """The uids of every run before this call (each run has its own uid, handed out in order;
-    idle spares already hold the uids after the probe's)."""
+    """The uids handed out before the probe's (each run has its own, in order of its spare's
+    making; some may belong to spares that have not run yet)."""
     probe = int(executor.run("import os; print(os.getuid())").stdout)
     return range(executor.uid_range.start, probe)
 
 
-def _owned(uids: range, workroot: str) -> list[str]:
+def _owned(uids: set[int], workroot: str) -> list[str]:
     found = []
     for name in os.listdir("/proc"):
         try:
@@ -42,8 +42,8 @@ def leftovers(executor, seconds: float = 5.0) -> list[str]:
     (containment none) the executor's work root; waits up to `seconds` for clean-up to finish."""
     uids = earlier_uids(executor)
     deadline = time.monotonic() + seconds
-    while True:
-        found = _owned(uids, executor._workroot)
+    while True:  # spares made before the probe's may still wait to be offered; once offered they are known
+        found = _owned(set(uids) - set(executor.spare_uids), executor._workroot)
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.05)

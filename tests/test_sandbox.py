@@ -325,33 +325,23 @@ def test_without_a_cgroup_memory_is_limited_per_process():
 def test_cgroup_v2_slot_writes_limits_joins_counts_and_kills(tmp_path):
     # cgroup v2 is not delegated on the development machine: its file protocol is checked on a
     # directory laid out like cgroupfs (the v1 path runs for real in every other sandbox test)
-    from r1ci.sandbox.cgroups import Slots
+    from r1ci.sandbox.cgroups import Slot
 
     parent = tmp_path / "r1ci-1-abc"
-    parent.mkdir()
+    group = parent / "0"
+    group.mkdir(parents=True)
+    for f in ("memory.max", "memory.swap.max", "memory.oom.group", "pids.max", "cgroup.procs", "cgroup.kill", "memory.events"):
+        (group / f).write_text("")
     fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
-    real_mkdir = os.mkdir
-
-    def mkdir_with_files(name, mode=0o777, *, dir_fd=None):
-        real_mkdir(name, mode, dir_fd=dir_fd)
-        for f in ("memory.max", "memory.swap.max", "memory.oom.group", "pids.max", "cgroup.procs", "cgroup.kill", "memory.events"):
-            os.close(os.open(f"{name}/{f}", os.O_CREAT | os.O_WRONLY, dir_fd=dir_fd))
-
-    import unittest.mock
-
-    with unittest.mock.patch("os.mkdir", mkdir_with_files):
-        slots = Slots({"unified": fd}, "v2", 256 << 20, 32)
-        slot = slots.acquire()
-    group = parent / slot.name
+    slot = Slot.create("0", {"unified": fd}, "v2", 256 << 20, 32)
+    assert (group / "cgroup.kill").read_text() == "1"  # whatever a killed fork server left in it is ended first
     assert (group / "memory.max").read_text() == str(256 << 20) and (group / "pids.max").read_text() == "32"
     assert (group / "memory.swap.max").read_text() == "0" and (group / "memory.oom.group").read_text() == "1"
     slot.join()
     assert (group / "cgroup.procs").read_text() == "0"
     (group / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n")
     assert slot.oom_kills() == 2
-    (group / "cgroup.procs").write_text("")
-    slots.release(slot)
-    assert (group / "cgroup.kill").read_text() == "1" and slots.free == [slot]
+    slot.close_fds()
     os.close(fd)
 
 
@@ -373,6 +363,16 @@ def test_deep_trees_are_removed_without_recursion(tmp_path):
     os.close(fd)
     assert remove_tree(str(top)) and not top.exists()
     assert (tmp_path / "outside").read_text() == "keep"  # a link is removed, never followed
+
+
+def test_the_runs_root_is_read_only_and_holds_only_what_a_run_needs(ex):
+    from r1ci.sandbox.executor import PACKAGE_ROOT
+
+    code = ("import os, numpy, sympy, csv\n"
+            f"print([p for p in ('/usr/bin/env', '/etc/passwd', '/dev/urandom', {PACKAGE_ROOT!r}, '/home', '/run', '/var/log', '/sys', '/root/.bashrc') if os.path.exists(p)])\n"
+            "try:\n    open('/usr/x', 'w')\nexcept OSError as e:\n    print(e.strerror)")
+    result = ex.run(code)
+    assert result.stdout == "['/usr/bin/env', '/etc/passwd', '/dev/urandom']\nRead-only file system\n", result
 
 
 def test_the_runs_root_holds_interpreter_paths_under_tmp_and_closed_directories():

@@ -2,10 +2,10 @@
 
 `plan` finds where this process may create cgroups with the memory and pids controllers
 (cgroup v1 hierarchies, or a cgroup v2 group that delegates both), `Parents` creates this
-executor's directory in each, and the fork server's `Slots` (working only through directory
-fds, so it also works behind bubblewrap's read-only /sys) makes one child group per
-concurrent run with `memory_mb` and `max_processes` as limits, reuses it once empty, and
-reads its OOM kills.
+executor's directory in each, and the fork server makes one `Slot` per lane below it
+(working only through directory fds, so it also works behind bubblewrap's read-only /sys)
+with `memory_mb` and `max_processes` as limits; a lane's runs join it one after the other,
+and its OOM kills are read after each.
 """
 
 from __future__ import annotations
@@ -188,11 +188,25 @@ def _remove_stale(base: str) -> None:
 
 
 class Slot:
-    """One run's cgroup (a directory in each hierarchy), reused by later runs once empty."""
+    """The cgroup (a directory in each hierarchy) one run at a time is in: each of the fork
+    server's lanes owns one and reuses it for its runs, one after the other."""
 
     def __init__(self, name: str, parents: dict[str, int], version: str):
         self.name, self.parents, self.version = name, parents, version
         self.fds = {key: os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd) for key, fd in parents.items()}
+
+    @classmethod
+    def create(cls, name: str, parents: dict[str, int], version: str, memory_bytes: int, max_processes: int) -> Slot:
+        """Make (or take over, from a fork server that was killed) group `name` with these limits."""
+        for fd in parents.values():
+            try:
+                os.mkdir(name, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+        slot = cls(name, parents, version)
+        slot.kill()
+        slot.limit(memory_bytes, max_processes)
+        return slot
 
     def _write(self, key: str, file: str, value: str) -> None:
         fd = os.open(file, os.O_WRONLY, dir_fd=self.fds[key])
@@ -261,49 +275,3 @@ class Slot:
     def remove(self) -> bool:
         self.close_fds()
         return all(_remove_group(fd, self.name) for fd in self.parents.values())
-
-
-class Slots:
-    """The fork server's pool of run cgroups under the executor's directories (given as fds)."""
-
-    def __init__(self, parents: dict[str, int], version: str, memory_bytes: int, max_processes: int):
-        self.parents, self.version = parents, version
-        self.memory_bytes, self.max_processes = memory_bytes, max_processes
-        self.free: list[Slot] = []
-        self.busy: list[Slot] = []  # handed to a run that ended, waiting to be empty
-        self.count = 0
-
-    def acquire(self) -> Slot:
-        self.reclaim()
-        if self.free:
-            return self.free.pop()
-        name = str(self.count)
-        self.count += 1
-        for fd in self.parents.values():
-            try:
-                os.mkdir(name, 0o755, dir_fd=fd)
-            except FileExistsError:
-                pass  # left by a fork server that was killed; emptied below
-        slot = Slot(name, self.parents, self.version)
-        slot.kill()
-        slot.limit(self.memory_bytes, self.max_processes)
-        return slot
-
-    def release(self, slot: Slot) -> None:
-        """The run that held `slot` has ended; it is reused once no process is left in it."""
-        slot.kill()
-        self.busy.append(slot)
-        self.reclaim()
-
-    def reclaim(self) -> None:
-        for slot in list(self.busy):
-            if not slot.procs():
-                self.busy.remove(slot)
-                self.free.append(slot)
-            else:
-                slot.kill()
-
-    def close(self) -> None:
-        for slot in self.free + self.busy:
-            slot.remove()
-        self.free, self.busy = [], []

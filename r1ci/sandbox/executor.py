@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import select
 import selectors
 import shutil
 import signal
@@ -177,7 +178,7 @@ class _Server:
             "fd": child_sock.fileno(), "preload": list(cfg.preload), "warm_up": cfg.warm_up, "cpu_time_s": cfg.cpu_time_s,
             "memory_mb": cfg.memory_mb, "max_processes": cfg.max_processes, "max_file_mb": cfg.max_file_mb,
             "tmp_mb": cfg.tmp_mb, "tmp_files": cfg.tmp_files, "uid_base": uid_base, "uid_span": UID_SPAN,
-            "spares": max(1, min(cfg.spares, cfg.workers)), "workroot": workroot, "namespaces": namespaces,
+            "lanes": cfg.workers + cfg.spares, "workroot": workroot, "namespaces": namespaces,
             "seccomp": seccomp.supported(), "drop_privileges": os.geteuid() == 0, "cgroup": cgroup,
             "python_paths": mounts.python_paths(PACKAGE_ROOT) if namespaces else [],
         }
@@ -196,7 +197,7 @@ class _Server:
         self.send_lock = threading.Lock()  # frames to the server
         self.recv_lock = threading.Lock()  # offers of spares from the server
         self.reader = FrameReader(parent_sock)
-        self.spares: collections.deque[tuple[int, socket.socket, socket.socket]] = collections.deque()
+        self.spares: collections.deque[tuple[int, int, socket.socket, socket.socket]] = collections.deque()  # lane pid, uid, sockets
         self.hello: dict | None = None
 
     def _pump(self, timeout: float) -> None:
@@ -214,9 +215,9 @@ class _Server:
                     self.alive = False
                     raise ServerDied(str(frame.get("error", "")))
                 elif op == "spare":
-                    pid = field(frame, "pid", int)
+                    pid, uid = field(frame, "pid", int), field(frame, "uid", int)
                     supervisor, run = self.reader.take_fds(2)
-                    self.spares.append((pid, socket.socket(fileno=supervisor), socket.socket(fileno=run)))
+                    self.spares.append((pid, uid, socket.socket(fileno=supervisor), socket.socket(fileno=run)))
                 else:
                     raise FrameError(f"unexpected frame {op!r}")
         except socket.timeout as exc:
@@ -237,7 +238,7 @@ class _Server:
             return self.hello
 
     def take(self, wait_s: float) -> tuple[int, socket.socket, socket.socket]:
-        """A warm spare (supervisor pid, supervisor socket, run socket), waiting up to `wait_s` for one."""
+        """A warm spare (its lane's pid, supervisor socket, run socket), waiting up to `wait_s` for one."""
         deadline = time.monotonic() + wait_s
         with self.recv_lock:
             if not self.alive or self.proc.poll() is not None:
@@ -245,9 +246,8 @@ class _Server:
                 raise ServerDied("the fork server is not running")
             while not self.spares:
                 self._pump(max(0.001, deadline - time.monotonic()))
-            spare = self.spares.popleft()
-        self.tell({"op": "taken", "pid": spare[0]})
-        return spare
+            pid, _uid, supervisor, run = self.spares.popleft()
+        return pid, supervisor, run
 
     def tell(self, frame: dict) -> None:
         with self.send_lock:
@@ -259,7 +259,7 @@ class _Server:
     def close(self) -> None:
         self.alive = False
         while self.spares:
-            _, supervisor, run = self.spares.popleft()
+            _, _, supervisor, run = self.spares.popleft()
             supervisor.close()
             run.close()
         try:
@@ -372,6 +372,20 @@ class Executor:
         return range(self._uid_base, self._uid_base + UID_SPAN)
 
     @property
+    def spare_uids(self) -> list[int]:
+        """The uids of the warm spares this executor holds (none of them has run anything)."""
+        server = self._server
+        if server is None:
+            return []
+        with server.recv_lock:
+            if select.select([server.sock], [], [], 0)[0]:
+                try:
+                    server._pump(1.0)  # offers that arrived since the last take
+                except ServerDied:
+                    return []
+            return [uid for _, uid, _, _ in server.spares]
+
+    @property
     def server_pid(self) -> int | None:
         """Host pid of the process that holds the fork server (bwrap or unshare when contained)."""
         return self._server.proc.pid if self._server is not None else None
@@ -392,10 +406,7 @@ class Executor:
                 ready = server.wait_ready(timeout=120)
             except ServerDied as exc:
                 server.hard_kill()
-                hint = ""
-                if self.containment == "bwrap" and any(p.startswith("/tmp/") for p in mounts.python_paths(PACKAGE_ROOT)):
-                    hint = " (the interpreter or the package lives under /tmp)"
-                raise SandboxError(f"the sandbox fork server did not start ({self.containment}){hint}: {exc}") from exc
+                raise SandboxError(f"the sandbox fork server did not start ({self.containment}): {exc}") from exc
             if ready["missing"]:
                 log.warning("sandbox preload modules not importable: %s", ", ".join(ready["missing"]))
             if ready["warm_up_error"]:
@@ -502,7 +513,7 @@ class Executor:
                                  kill_for_output, line_fd=fds[2])
         dropped = out.dropped + err.dropped
         if not finished:
-            log.warning("sandbox: run %d gave no result %g s past its timeout; ending it", pid, self.cfg.grace_s)
+            log.warning("sandbox: a run gave no result %g s past its timeout; ending it and its lane %d", self.cfg.grace_s, pid)
             server.tell({"op": "kill", "pid": pid})
             return ExecResult(out.text(), err.text(), None, timed_out=True, killed_reason=EXECUTOR_UNRESPONSIVE, truncated_bytes=dropped)
         if not status.total:

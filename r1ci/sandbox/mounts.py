@@ -2,9 +2,9 @@
 
 `build_root` pivots the fork server (once, inside its containment) into a fresh read-only
 root that holds only the interpreter's directories, /usr, /etc, a few device nodes and
-empty mount points. `isolate_run` gives one run its own mount, network (a loopback that is
-up), IPC, UTS and pid namespaces and one size-limited tmpfs behind /tmp, /var/tmp and
-/dev/shm, all gone with its last process. `remove_tree` deletes a directory tree of any
+empty mount points. `isolate_run` enters fresh mount, network (a loopback that is up), IPC,
+UTS and pid namespaces with one size-limited tmpfs behind /tmp, /var/tmp and /dev/shm, for
+the next child to keep (all gone with its last process); `Namespaces` comes back. `remove_tree` deletes a directory tree of any
 depth without recursion and without following links.
 """
 
@@ -117,9 +117,23 @@ def _read_only(lib: ctypes.CDLL) -> None:
         mount(lib, None, point.replace("\\040", " "), None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
 
 
+class Namespaces:
+    """This process's own namespaces, to come back to after entering a run's to fork it."""
+
+    KINDS = {CLONE_NEWNET: "net", CLONE_NEWIPC: "ipc", CLONE_NEWUTS: "uts", CLONE_NEWNS: "mnt", CLONE_NEWPID: "pid"}
+
+    def __init__(self):
+        self.fds = {flag: os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for flag, name in self.KINDS.items()}
+
+    def restore(self, lib: ctypes.CDLL) -> None:
+        """Back into each of them (for pid: the namespace of later children)."""
+        for flag, fd in self.fds.items():
+            _check(lib.setns(fd, flag), f"setns back to this process's {self.KINDS[flag]} namespace")
+
+
 def isolate_run(lib: ctypes.CDLL, tmp_bytes: int, tmp_files: int, hostname: str = "sandbox") -> None:
     """Put this process in fresh namespaces for one run (its next child is pid 1 of the new pid
-    namespace), with a private writable tmpfs and its own loopback."""
+    namespace), with a private writable tmpfs and its own loopback; `Namespaces.restore` comes back."""
     unshare(lib, RUN_NAMESPACES)
     mount(lib, "tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,size={tmp_bytes},nr_inodes={tmp_files}")
     for name, target in WRITABLE.items():
@@ -230,10 +244,19 @@ def sweep_owned(dirs: list[str], uid: int) -> None:
                 pass
 
 
-def python_paths(package_root: str) -> list[str]:
-    """Directories the interpreter imports from (the runs must be able to read them)."""
+def python_paths(leave_out: str) -> list[str]:
+    """Directories the interpreter imports from (the runs must be able to read them), without
+    anything at or below `leave_out` (r1ci's checkout: the fork server has imported what it
+    needs from it) that is not inside the interpreter's own prefixes (a `.venv` in the checkout)."""
     import sys
 
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, package_root, str(Path(sys.executable).parent)}
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(sys.executable).parent)}
     paths |= {p for p in sys.path if p.startswith("/")}
-    return sorted(paths | {os.path.realpath(p) for p in paths})
+    paths |= {os.path.realpath(p) for p in paths}
+
+    def within(p: str, top: str) -> bool:
+        return p == top or p.startswith(top.rstrip("/") + "/")
+
+    out = os.path.realpath(leave_out)
+    return sorted(p for p in paths if not within(os.path.realpath(p), out) or any(within(os.path.realpath(p), q) for q in prefixes))

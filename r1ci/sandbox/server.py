@@ -16,6 +16,7 @@ bounded and checked.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import ctypes
 import gc
 import io
@@ -265,11 +266,12 @@ def take_request(inbox: socket.socket) -> tuple[str, int, int]:
 
 
 class Supervisor:
-    """One run's supervisor: the deadline, the kill, and the only result the executor trusts.
+    """One run's supervision: the deadline, the kill, and the only result the executor trusts.
 
     Reads the executor's frames (`run` with the timeout and the result pipe, `kill`), the
     run's setup report while it is still trusted (`ready` or `failed`, before its snippet
-    arrives), and the run's exit from a pidfd.
+    arrives), and the run's exit from a pidfd. `serve` returns once the result is written
+    (or the executor is gone) and no process of the run is left.
     """
 
     def __init__(self, cfg: dict, executor: socket.socket, ctl: socket.socket, pid: int, uid: int, slot, workdir: str):
@@ -340,25 +342,32 @@ class Supervisor:
         self.poller = poller = select.poll()
         for fd in (self.executor, self.ctl, self.pidfd):
             poller.register(fd, select.POLLIN)
-        while self.status is None or self.result_fd is None:
-            wait = None if self.deadline is None or self.status is not None else max(0.0, self.deadline - time.monotonic())
-            for fd, _ev in poller.poll(None if wait is None else int(wait * 1000) + 1):
-                if fd == self.executor.fileno():
-                    if not self.on_executor():
-                        self.kill("executor_gone")
+        try:
+            while self.status is None or self.result_fd is None:
+                wait = None if self.deadline is None or self.status is not None else max(0.0, self.deadline - time.monotonic())
+                for fd, _ev in poller.poll(None if wait is None else int(wait * 1000) + 1):
+                    if fd == self.executor.fileno():
+                        if not self.on_executor():
+                            self.kill("executor_gone")
+                            self.reap()
+                            self.end_run()
+                            return
+                    elif fd == self.pidfd:
                         self.reap()
-                        self.end_run()
-                        return
-                elif fd == self.pidfd:
-                    self.reap()
-                    poller.unregister(self.pidfd)
-                elif self.ctl.fileno() == fd:
-                    self.on_run_setup()
-            if self.status is None and self.deadline is not None and time.monotonic() >= self.deadline:
-                self.kill("timeout")
-        oom_kills = 0 if self.slot is None else max(0, self.slot.oom_kills() - self.oom_before)
-        self.end_run()
-        self.report(oom_kills)
+                        poller.unregister(self.pidfd)
+                    elif self.ctl.fileno() == fd:
+                        self.on_run_setup()
+                if self.status is None and self.deadline is not None and time.monotonic() >= self.deadline:
+                    self.kill("timeout")
+            oom_kills = 0 if self.slot is None else max(0, self.slot.oom_kills() - self.oom_before)
+            self.end_run()
+            self.report(oom_kills)
+        finally:
+            for end in (self.executor, self.ctl):
+                end.close()
+            os.close(self.pidfd)
+            if self.result_fd is not None:
+                _close(self.result_fd)
 
     def reap(self) -> None:
         if self.status is None:
@@ -377,12 +386,13 @@ class Supervisor:
         if self.slot is not None:
             self.slot.kill()
         if self.cfg["drop_privileges"]:
-            sweep_uid(self.uid)  # from here on this process is the run's uid, which may delete what the run owns
-            deadline = time.monotonic() + 2.0
-            while _reap_children() and time.monotonic() < deadline:
-                time.sleep(0.001)  # every process of the run is a descendant (this is its subreaper)
-            mounts.sweep_owned(HOST_TMP_DIRS, self.uid)
-            mounts.remove_tree(self.workdir)  # its contents; the server removes the directory itself
+            kill_all_of(self.uid)
+            with as_uid(self.uid):  # deletes only what the run itself could delete
+                deadline = time.monotonic() + 2.0
+                while _reap_children() and time.monotonic() < deadline:
+                    time.sleep(0.001)  # every process of the run is a descendant (this lane is its subreaper)
+                mounts.sweep_owned(HOST_TMP_DIRS, self.uid)
+                mounts.remove_tree(self.workdir)  # its contents; the directory itself is the lane's
 
     def report(self, oom_kills: int) -> None:
         status, cpu_s = self.status
@@ -395,7 +405,6 @@ class Supervisor:
             os.write(self.result_fd, json.dumps(result).encode() + b"\n")
         except OSError:
             pass  # the executor stopped waiting
-        os.close(self.result_fd)  # now, not when this (large) process has finished exiting
 
 
 def _reap_children() -> bool:
@@ -408,49 +417,130 @@ def _reap_children() -> bool:
             return False
 
 
-def sweep_uid(uid: int) -> None:
-    """Become `uid` and SIGKILL every process it owns (escaped sessions too). Irreversible: call last."""
-    os.setresuid(uid, uid, uid)
+def kill_all_of(uid: int) -> None:
+    """SIGKILL every process of `uid` (escaped sessions too), never the caller."""
+    with as_uid(uid):
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@contextlib.contextmanager
+def as_uid(uid: int):
+    """Act as `uid` (real and effective; the saved uid stays root to come back) for the block."""
+    os.setresuid(uid, uid, 0)
     try:
-        os.kill(-1, signal.SIGKILL)  # every process this uid may signal, never the caller
-    except ProcessLookupError:
-        pass
+        yield
+    finally:
+        os.setresuid(0, 0, 0)
 
 
-def supervise(cfg: dict, executor: socket.socket, inbox: socket.socket, uid: int, slot, workdir: str, lib: ctypes.CDLL) -> None:
-    """A freshly forked supervisor: set up the run's namespaces, fork the run, supervise it. Never returns."""
+class Lane:
+    """A long-lived supervisor (forked once from the server): makes one spare at a time with a
+    single fork into fresh namespaces, hands it to the executor (through the server), supervises
+    its run, cleans up, and makes the next. Each lane owns one cgroup slot."""
+
+    def __init__(self, cfg: dict, index: int, server: socket.socket, slot, lib: ctypes.CDLL):
+        self.cfg, self.index, self.server, self.slot, self.lib = cfg, index, server, slot, lib
+        self.reader = FrameReader(server)
+        self.home = mounts.Namespaces() if cfg["namespaces"] else None
+
+    def serve(self) -> None:
+        while True:
+            uid = self.next_uid()
+            if uid is None:
+                return  # the server is gone
+            self.one_run(uid)
+
+    def next_uid(self) -> int | None:
+        """The server's go-ahead for the next spare, with its uid (handed out in order)."""
+        while True:
+            frame = next(self.reader.frames(), None)
+            if frame is not None:
+                return field(frame, "uid", int)
+            if not self.reader.feed():
+                return None
+
+    def one_run(self, uid: int) -> None:
+        cfg = self.cfg
+        if cfg["namespaces"]:
+            workdir = "/tmp"  # the run's own tmpfs
+        else:
+            workdir = os.path.join(cfg["workroot"], f"run-{uid}")
+            os.mkdir(workdir, 0o700)
+            if cfg["drop_privileges"]:
+                os.chown(workdir, uid, uid)
+        to_supervisor, supervisor_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        to_run, inbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ctl_mine, ctl_run = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = self.fork_run(inbox, ctl_run, uid, workdir)
+        except OSError as exc:
+            ctl_mine.close()
+            self.offer(uid, to_supervisor, to_run)
+            _answer_setup_failure(supervisor_end, f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            inbox.close()
+            ctl_run.close()
+        supervisor = Supervisor(cfg, supervisor_end, ctl_mine, pid, uid, self.slot, workdir)
+        self.offer(uid, to_supervisor, to_run)
+        supervisor.serve()
+        if not cfg["namespaces"]:
+            mounts.remove_tree(workdir)
+
+    def offer(self, uid: int, to_supervisor: socket.socket, to_run: socket.socket) -> None:
+        try:
+            send_frame(self.server, {"op": "spare", "uid": uid}, (to_supervisor.fileno(), to_run.fileno()))
+        finally:
+            to_supervisor.close()
+            to_run.close()
+
+    def fork_run(self, inbox: socket.socket, ctl: socket.socket, uid: int, workdir: str) -> int:
+        """Fork the run: with namespaces, enter fresh ones, fork (the child is pid 1 of the new
+        pid namespace), and come back to this lane's own."""
+        if self.home is not None:
+            try:
+                mounts.isolate_run(self.lib, self.cfg["tmp_mb"] << 20, self.cfg["tmp_files"])
+                return self._fork(inbox, ctl, uid, workdir)
+            finally:
+                self.home.restore(self.lib)
+        return self._fork(inbox, ctl, uid, workdir)
+
+    def _fork(self, inbox: socket.socket, ctl: socket.socket, uid: int, workdir: str) -> int:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                run_child(self.cfg, inbox, ctl, uid, self.slot, workdir, self.lib)
+            finally:
+                os._exit(126)  # never back into the lane's code (it would restore the lane's namespaces)
+        return pid
+
+
+def lane_main(cfg: dict, index: int, server: socket.socket, slot, lib: ctypes.CDLL) -> None:
+    """A freshly forked lane. Never returns."""
     code = 0
     try:
         lib.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
-        keep = {executor.fileno(), inbox.fileno(), *(slot.fds.values() if slot is not None else ())}
-        _close_all_but(keep)  # the server's socket, other spares' sockets
+        _close_all_but({server.fileno(), *(slot.fds.values() if slot is not None else ())})
         if os.getppid() != cfg["server_pid"]:
             os._exit(0)  # the server died before the death signal was armed
         if not cfg["namespaces"]:
-            lib.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # the run's orphans come back here to be reaped
-        ctl_mine, ctl_run = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        if cfg["namespaces"]:
-            mounts.isolate_run(lib, cfg["tmp_mb"] << 20, cfg["tmp_files"])
-        pid = os.fork()
-        if pid == 0:
-            ctl_mine.close()
-            executor.close()
-            run_child(cfg, inbox, ctl_run, uid, slot, workdir, lib)
-        inbox.close()
-        ctl_run.close()
-        Supervisor(cfg, executor, ctl_mine, pid, uid, slot, workdir).serve()
-    except BaseException as exc:  # noqa: BLE001 - a spare that cannot start answers its request with why
+            lib.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # the runs' orphans come back here to be reaped
+        Lane(cfg, index, server, slot, lib).serve()
+    except BaseException:  # noqa: BLE001 - said on the executor's stderr; the server starts a new lane
+        traceback.print_exc()
         code = 1
-        _answer_setup_failure(executor, f"{type(exc).__name__}: {exc}")
     finally:
         os._exit(code)
 
 
 def _answer_setup_failure(executor: socket.socket, error: str) -> None:
-    """The run could not even be started: wait for its request and say why (as a setup error)."""
+    """The run could not even be forked: answer the request for it with why."""
     reader = FrameReader(executor)
     try:
         while reader.feed():
@@ -459,145 +549,155 @@ def _answer_setup_failure(executor: socket.socket, error: str) -> None:
                     (fd,) = reader.take_fds(1)
                     os.write(fd, json.dumps({"exit_code": None, "signal": None, "reason": "", "cpu_s": 0.0,
                                              "setup_error": error, "oom_kills": 0}).encode() + b"\n")
+                    os.close(fd)
                     return
     except (FrameError, OSError):
         pass
+    finally:
+        reader.close()
+        executor.close()
 
 
 class ForkServer:
-    """Keeps `spares` supervised spare runs offered to the executor, and cleans up after each one.
-
-    Reads only the executor's frames (`taken`, `kill`); forks are off the request path, which
-    goes from the executor straight to a spare.
-    """
+    """Starts `lanes` lanes, hands each its next uid, relays their spares to the executor,
+    and replaces a lane that dies. Reads the executor's frames (`kill` a lane) and the lanes'
+    (`spare`); nothing of a run reaches it."""
 
     def __init__(self, cfg: dict, sock: socket.socket, lib: ctypes.CDLL):
         self.cfg, self.sock, self.lib = cfg, sock, lib
         self.reader = FrameReader(sock)
-        self.children: dict[int, tuple[int, object, str]] = {}  # supervisor pid -> (uid, cgroup slot, workdir)
-        self.offered: set[int] = set()
+        self.lanes: dict[int, tuple[int, socket.socket, FrameReader]] = {}  # lane pid -> (index, socket, reader)
+        self.by_fd: dict[int, int] = {}  # lane socket fd -> lane pid
+        self.last_uid: dict[int, int] = {}  # lane index -> uid of its current run
         self.count = 0
         cg = cfg["cgroup"]
-        self.slots = cgroups.Slots(cg["fds"], cg["version"], cfg["memory_mb"] << 20, cfg["max_processes"]) if cg else None
+        self.slots = [cgroups.Slot.create(str(i), cg["fds"], cg["version"], cfg["memory_mb"] << 20, cfg["max_processes"])
+                      for i in range(cfg["lanes"])] if cg else [None] * cfg["lanes"]
         if not cfg["namespaces"]:
             os.makedirs(cfg["workroot"], mode=0o711, exist_ok=True)
             os.chmod(cfg["workroot"], 0o711)
 
-    def spare(self) -> None:
-        uid = self.cfg["uid_base"] + self.count % self.cfg["uid_span"]
-        self.count += 1
-        slot = self.slots.acquire() if self.slots is not None else None
-        if self.cfg["namespaces"]:
-            workdir = "/tmp"  # the run's own tmpfs
-        else:
-            workdir = os.path.join(self.cfg["workroot"], f"run-{self.count}")
-            os.mkdir(workdir, 0o700)
-            if self.cfg["drop_privileges"]:
-                os.chown(workdir, uid, uid)
-        to_supervisor, executor_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        to_run, inbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    def start_lane(self, index: int) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:
-            to_supervisor.close()
-            to_run.close()
-            supervise(self.cfg, executor_end, inbox, uid, slot, workdir, self.lib)
-        executor_end.close()
-        inbox.close()
-        self.children[pid] = (uid, slot, workdir)
-        self.offered.add(pid)
-        try:
-            send_frame(self.sock, {"op": "spare", "pid": pid}, (to_supervisor.fileno(), to_run.fileno()))
-        finally:
-            to_supervisor.close()
-            to_run.close()
+            mine.close()
+            lane_main(self.cfg, index, theirs, self.slots[index], self.lib)
+        theirs.close()
+        self.lanes[pid] = (index, mine, FrameReader(mine))
+        self.by_fd[mine.fileno()] = pid
+        self.poller.register(mine, select.POLLIN)
+        self.go(pid)
 
-    def want_spares(self) -> None:
-        while len(self.offered) < self.cfg["spares"]:
-            self.spare()
+    def go(self, pid: int) -> None:
+        """Let lane `pid` make its next spare, with the next uid."""
+        index, sock, _ = self.lanes[pid]
+        uid = self.cfg["uid_base"] + self.count % self.cfg["uid_span"]
+        self.count += 1
+        self.last_uid[index] = uid
+        send_frame(sock, {"uid": uid})
+
+    def on_lane(self, pid: int) -> None:
+        index, sock, reader = self.lanes[pid]
+        try:
+            alive = reader.feed()
+            for frame in reader.frames():
+                uid = field(frame, "uid", int)
+                spare = reader.take_fds(2)
+                try:
+                    send_frame(self.sock, {"op": "spare", "pid": pid, "uid": uid}, tuple(spare))
+                finally:
+                    for fd in spare:
+                        os.close(fd)
+                self.go(pid)
+        except (FrameError, OSError):
+            alive = False
+        finally:
+            reader.close()
+        if not alive:
+            _kill(pid)  # a lane that broke the protocol is replaced when reaped
+
+    def on_executor(self) -> bool:
+        if not self.reader.feed():
+            return False
+        for frame in self.reader.frames():
+            if field(frame, "op", str) != "kill":
+                raise FrameError(f"unexpected frame {frame['op']!r}")
+            pid = field(frame, "pid", int)
+            if pid in self.lanes:
+                _kill(pid)  # a lane the executor gave up on; its run dies with it, a new lane follows
+        self.reader.close()  # no executor frame carries fds
+        return True
 
     def reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, _status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            if pid in self.children:
-                self.clean_up(pid, status)
+            if pid in self.lanes:
+                index = self.clean_up(pid)
+                self.start_lane(index)
 
-    def clean_up(self, pid: int, status: int) -> None:
-        """After a supervisor exits: its run's uid, cgroup and (without namespaces) files."""
-        uid, slot, workdir = self.children.pop(pid)
-        self.offered.discard(pid)
-        failed = not os.WIFEXITED(status) or os.WEXITSTATUS(status)
-        if failed and self.cfg["drop_privileges"]:
-            self.sweep(uid)  # it died without ending its run (its run's death signal should have)
-        if slot is not None:
-            self.slots.release(slot)
-        if not self.cfg["namespaces"]:
-            mounts.remove_tree(workdir)
-            if failed and self.cfg["drop_privileges"]:
-                mounts.sweep_owned(HOST_TMP_DIRS, uid)
-
-    def sweep(self, uid: int) -> None:
-        if os.fork() == 0:
-            try:
-                sweep_uid(uid)
-            finally:
-                os._exit(0)
-
-    def handle(self, frame: dict) -> None:
-        op = field(frame, "op", str)
-        pid = field(frame, "pid", int)
-        if op == "taken":
-            self.offered.discard(pid)
-        elif op == "kill" and pid in self.children:
-            _kill(pid)  # a supervisor the executor gave up on; its run dies with it
-        else:
-            raise FrameError(f"unexpected frame {op!r}")
+    def clean_up(self, pid: int) -> int:
+        """After a lane exits: its run's processes, cgroup and (without namespaces) files."""
+        index, sock, reader = self.lanes.pop(pid)
+        del self.by_fd[sock.fileno()]
+        self.poller.unregister(sock)
+        reader.close()
+        sock.close()
+        uid = self.last_uid.pop(index, None)
+        if self.slots[index] is not None:
+            self.slots[index].kill()
+        if uid is not None and self.cfg["drop_privileges"]:
+            kill_all_of(uid)  # the lane died without ending its run (its run's death signal should have)
+            if not self.cfg["namespaces"]:
+                with as_uid(uid):
+                    mounts.sweep_owned(HOST_TMP_DIRS, uid)
+        if not self.cfg["namespaces"] and uid is not None:
+            mounts.remove_tree(os.path.join(self.cfg["workroot"], f"run-{uid}"))
+        return index
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        poller.register(wake_r, select.POLLIN)
+        self.poller = select.poll()
+        self.poller.register(self.sock, select.POLLIN)
+        self.poller.register(wake_r, select.POLLIN)
         try:
-            self.want_spares()
+            for index in range(self.cfg["lanes"]):
+                self.start_lane(index)
             while True:
-                for fd, _ev in poller.poll():
+                for fd, _ev in self.poller.poll():
                     if fd == wake_r:
                         _drain(wake_r)
-                    else:
-                        if not self.reader.feed():
-                            return  # the executor went away
-                        for frame in self.reader.frames():
-                            self.handle(frame)
-                        self.reader.close()  # no executor frame carries fds
+                    elif fd == self.sock.fileno():
+                        if not self.on_executor():
+                            return self.shut_down(0)  # the executor went away
+                    elif fd in self.by_fd:
+                        self.on_lane(self.by_fd[fd])
                 self.reap()
-                if self.slots is not None:
-                    self.slots.reclaim()
-                self.want_spares()
         except BaseException:  # noqa: BLE001 - said on the executor's stderr; the executor restarts the server
             traceback.print_exc()
             self.shut_down(1)
-        self.shut_down(0)
 
     def shut_down(self, code: int) -> None:
-        for pid in list(self.children):
+        for pid in list(self.lanes):
             _kill(pid)
         deadline = time.monotonic() + 5
-        while self.children and time.monotonic() < deadline:
+        while self.lanes and time.monotonic() < deadline:
             try:
-                pid, status = os.waitpid(-1, 0)
+                pid, _status = os.waitpid(-1, 0)
             except ChildProcessError:
                 break
-            if pid in self.children:
-                self.clean_up(pid, status)
-        if self.slots is not None:
-            self.slots.close()
+            if pid in self.lanes:
+                self.clean_up(pid)
+        for slot in self.slots:
+            if slot is not None:
+                slot.remove()
         if not self.cfg["namespaces"]:
             mounts.remove_tree(self.cfg["workroot"])
         os._exit(code)
