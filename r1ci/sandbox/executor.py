@@ -249,6 +249,16 @@ class _Server:
             pid, _uid, supervisor, run = self.spares.popleft()
         return pid, supervisor, run
 
+    def offered_uids(self) -> list[int]:
+        """The uids of the spares offered so far and not taken (offers already sent are read first)."""
+        with self.recv_lock:
+            while select.select([self.sock], [], [], 0)[0]:
+                try:
+                    self._pump(1.0)
+                except ServerDied:
+                    return []
+            return [uid for _, uid, _, _ in self.spares]
+
     def tell(self, frame: dict) -> None:
         with self.send_lock:
             try:
@@ -374,16 +384,7 @@ class Executor:
     @property
     def spare_uids(self) -> list[int]:
         """The uids of the warm spares this executor holds (none of them has run anything)."""
-        server = self._server
-        if server is None:
-            return []
-        with server.recv_lock:
-            if select.select([server.sock], [], [], 0)[0]:
-                try:
-                    server._pump(1.0)  # offers that arrived since the last take
-                except ServerDied:
-                    return []
-            return [uid for _, uid, _, _ in server.spares]
+        return self._server.offered_uids() if self._server is not None else []
 
     @property
     def server_pid(self) -> int | None:

@@ -2,15 +2,15 @@
 
 It runs inside the containment as root (bwrap or unshare: pivoted into `mounts.build_root`'s
 read-only root; none: on the host) and is driven by `r1ci.sandbox.executor` over one Unix
-socket. For each spare it forks a supervisor (`Supervisor`: root, outside the run's pid
-namespace, never runs snippet code), which gives the run its namespaces (`mounts.isolate_run`)
-and forks the run (`run_child`): pid 1 of its own pid namespace, in its own cgroup, with
-rlimits, a fresh uid and a seccomp filter, warmed up, and holding no fd but stdin, stdout and
-stderr once its snippet arrives. The executor sends the snippet straight to the run, and the
-timeout with a result pipe to the supervisor, which keeps the deadline, ends the run, and
-writes the result from what it observed: the wait status, the rusage, the OOM kills.
-Nothing the run writes can reach the server or the supervisor; every frame they read is
-bounded and checked.
+socket. It forks `workers + spares` lanes (`Lane`: root, outside every run's namespaces,
+never running snippet code); each lane in turn enters fresh namespaces (`mounts.isolate_run`),
+forks one run (`run_child`) and comes back, so the run is pid 1 of its own pid namespace, in
+the lane's cgroup, with rlimits, a fresh uid and a seccomp filter, warmed up, and holding no
+fd but stdin, stdout and stderr once its snippet arrives. The executor sends the snippet
+straight to the run, and the timeout with a result pipe to the lane (`Supervisor`), which
+keeps the deadline, ends the run, and writes the result from what it observed: the wait
+status, the rusage, the OOM kills. Nothing the run writes can reach the server or a lane;
+every frame they read is bounded and checked.
 """
 
 from __future__ import annotations
