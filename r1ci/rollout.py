@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from r1ci import protocol
 from r1ci.config import Config
 from r1ci.engines.base import Engine, Sampling
-from r1ci.sandbox.base import TIMEOUT, ExecResult, Sandbox
+from r1ci.sandbox.base import EXECUTOR_UNRESPONSIVE, SANDBOX_ERROR, TIMEOUT, ExecResult, Sandbox
 from r1ci.tasks.base import Instance
 from r1ci.trajectory import (
     STOP_ANSWER,
@@ -29,9 +29,6 @@ from r1ci.trajectory import (
     Trajectory,
     Turn,
 )
-
-
-CodeExecutor = Sandbox  # the name r1ci/serving.py and actors/generator.py import; the protocol is r1ci.sandbox.Sandbox
 
 
 @dataclass(frozen=True)
@@ -199,11 +196,11 @@ async def _run_code(executor: Sandbox, turn: Turn, cfg: Config, traj: Trajectory
     try:
         result = await asyncio.wait_for(executor.arun(turn.code, timeout), timeout + cfg.generator.exec_grace_s)
     except asyncio.TimeoutError:
-        traj.stop_reason = STOP_ERROR
+        turn.killed_reason, traj.stop_reason = EXECUTOR_UNRESPONSIVE, STOP_ERROR
         traj.error = f"executor gave no result within {timeout + cfg.generator.exec_grace_s:g} s (sandbox timeout {timeout:g} s)"
         return None
-    except Exception as exc:
-        traj.stop_reason, traj.error = STOP_ERROR, f"executor failed: {exc!r}"
+    except Exception as exc:  # a runner that breaks the protocol by raising has failed, not the code
+        turn.killed_reason, traj.stop_reason, traj.error = SANDBOX_ERROR, STOP_ERROR, f"executor failed: {exc!r}"
         return None
     finally:
         traj.code_wait_s += time.perf_counter() - start

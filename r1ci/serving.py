@@ -18,7 +18,8 @@ from typing import Any
 from r1ci import protocol
 from r1ci.config import Config
 from r1ci.engines.base import Engine, Sampling
-from r1ci.rollout import CodeExecutor, rollout_from_prompt
+from r1ci.rollout import rollout_from_prompt
+from r1ci.sandbox.base import Sandbox
 from r1ci.trajectory import STOP_ANSWER, STOP_EOS, STOP_ERROR, STOP_LENGTH, STOP_MAX_CALLS, Trajectory
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ def choice(index: int, traj: Trajectory) -> dict:
 class ChatService:
     """The server's work for one replica: an engine, a code executor and the config."""
 
-    def __init__(self, engine: Engine, executor: CodeExecutor, cfg: Config):
+    def __init__(self, engine: Engine, executor: Sandbox, cfg: Config):
         self.engine, self.executor, self.cfg = engine, executor, cfg
         self.created = int(time.time())
 
@@ -249,9 +250,7 @@ class ChatService:
 
     def close(self) -> None:
         self.engine.shutdown()
-        close = getattr(self.executor, "close", None)
-        if close is not None:
-            close()
+        self.executor.close()
 
 
 def serve_app(cfg: Config, model_dir: str) -> Any:
