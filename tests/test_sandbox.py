@@ -3,8 +3,10 @@
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -48,6 +50,14 @@ def test_auto_containment_gives_each_run_fresh_namespaces(ex):
     for mine, theirs, outside in zip(first[1:], second[1:], host):
         assert mine != theirs and mine != outside
     assert ex.isolation["per_run_namespaces"] == ["pid", "network", "ipc", "mount", "uts"]
+
+
+def test_auto_picks_bubblewrap_where_it_works(ex):
+    # asked of bwrap itself, not of the executor's own probe, so a probe that wrongly fails shows here
+    argv = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--ro-bind", "/", "/", "--dev", "/dev",
+            "--proc", "/proc", "/bin/true"]
+    works = shutil.which("bwrap") is not None and subprocess.run(argv, capture_output=True).returncode == 0
+    assert ex.containment == ("bwrap" if works else "unshare")
 
 
 def test_auto_refuses_to_fall_back_to_no_namespaces(monkeypatch):

@@ -256,3 +256,48 @@ def test_wall_time_holds_when_the_code_fights_back(ex):
     assert result.timed_out and result.killed_reason == TIMEOUT and result.exit_code is None, result
     assert time.monotonic() - start < 5
     assert_sound(ex)
+
+
+def test_calls_that_widen_the_kernel_surface_are_refused(ex):
+    # each as (name, syscall number, args); without the filter a run's own uid could make a user namespace
+    # (and be root in it), attach to or read another process, or load bpf
+    code = (
+        "import ctypes, os, socket\nlibc = ctypes.CDLL(None, use_errno=True)\nbuf = ctypes.create_string_buffer(256)\n"
+        "NEWUSER, NEWNET, SIGCHLD = 0x10000000, 0x40000000, 17\n"
+        "calls = [('unshare_user', 272, NEWUSER), ('unshare_net', 272, NEWNET), ('clone_newuser', 56, NEWUSER | SIGCHLD, 0, 0, 0, 0),\n"
+        "         ('setns', 308, 0, 0), ('mount', 165, b'none', b'/tmp', b'tmpfs', 0, 0), ('bpf', 321, 0, buf, 128),\n"
+        "         ('perf_event_open', 298, buf, 0, -1, -1, 0), ('userfaultfd', 323, 0), ('keyctl', 250, 0, 0),\n"
+        "         ('ptrace_attach', 101, 16, os.getppid(), 0, 0), ('process_vm_readv', 310, os.getppid(), buf, 1, buf, 1, 0),\n"
+        "         ('io_uring_setup', 425, 8, buf), ('chroot', 161, b'/tmp'), ('pivot_root', 155, b'/tmp', b'/tmp')]\n"
+        "for name, nr, *args in calls:\n"
+        "    r = libc.syscall(nr, *args)\n"
+        "    if r == 0 and nr == 56:\n        os._exit(0)  # a clone that went through: the child leaves at once\n"
+        "    print(name, r, ctypes.get_errno())\n"
+        "print('clone3', libc.syscall(435, buf, 88), ctypes.get_errno())\n"
+        "for family in (socket.AF_UNIX, socket.AF_NETLINK, socket.AF_PACKET, 40):\n"
+        "    try:\n        socket.socket(family, socket.SOCK_DGRAM if family == socket.AF_NETLINK else socket.SOCK_STREAM)\n"
+        "        print('socket', family, 'MADE')\n    except OSError as e:\n        print('socket', family, e.errno)\n"
+        "try:\n    socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\n    print('dgram pair MADE')\nexcept OSError as e:\n"
+        "    print('dgram pair', e.errno)\n"
+    )
+    result = ex.run(code)
+    lines = result.stdout.splitlines()
+    assert result.ok and len(lines) == 20, result
+    for line in lines[:14]:
+        assert line.endswith(" -1 1"), line  # EPERM, from the filter
+    assert lines[14] == "clone3 -1 38"  # ENOSYS, so libc falls back to clone, whose flags the filter can read
+    assert all(line.endswith(" 13") for line in lines[15:20]), lines  # EACCES: no socket but IPv4/IPv6
+    x32 = ex.run("import ctypes\nctypes.CDLL(None).syscall(0x40000000 | 39)\nprint('ran')")  # getpid of the x32 ABI
+    assert x32.killed_reason == "signal:SIGSYS" and "ran" not in x32.stdout, x32
+    assert_sound(ex)
+
+
+def test_the_code_holds_no_privilege(ex):
+    # a uid of its own with no groups and no capabilities, and no_new_privs, so the host's setuid
+    # binaries (mount, passwd, ...) cannot give it any back
+    code = ("import os\nprint(os.getuid() == os.geteuid() == os.getgid() == os.getegid(), os.getuid() > 0, os.getgroups())\n"
+            "print(*sorted(l.split()[1] for l in open('/proc/self/status') if l.startswith(('CapInh', 'CapPrm', 'CapEff', 'CapAmb', 'NoNewPrivs'))))\n"
+            "import subprocess\nprint(subprocess.run(['mount', '-t', 'tmpfs', 'none', '/tmp'], capture_output=True).returncode != 0)")
+    result = ex.run(code)
+    assert result.stdout == "True True []\n0000000000000000 0000000000000000 0000000000000000 0000000000000000 1\nTrue\n", result
+    assert_sound(ex)
