@@ -15,25 +15,24 @@ def earlier_uids(executor) -> range:
     return range(executor.uid_range.start, probe)
 
 
+def _owner(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_uid
+    except FileNotFoundError:  # gone while we looked
+        return None
+
+
+def _entries(d: str) -> list[str]:
+    try:
+        return [os.path.join(d, name) for name in os.listdir(d)]
+    except FileNotFoundError:
+        return []
+
+
 def _owned(uids: set[int], workroot: str) -> list[str]:
-    found = []
-    for name in os.listdir("/proc"):
-        try:
-            if name.isdigit() and os.stat(f"/proc/{name}").st_uid in uids:
-                found.append(f"process {name}")
-        except FileNotFoundError:
-            pass
+    found = [f"process {name}" for name in os.listdir("/proc") if name.isdigit() and _owner(f"/proc/{name}") in uids]
     for d in HOST_TMP + ((workroot,) if workroot else ()):
-        try:
-            entries = list(os.scandir(d))
-        except FileNotFoundError:
-            continue
-        for entry in entries:
-            try:
-                if entry.stat(follow_symlinks=False).st_uid in uids:
-                    found.append(entry.path)
-            except FileNotFoundError:
-                pass
+        found += [path for path in _entries(d) if _owner(path) in uids]
     return found
 
 
