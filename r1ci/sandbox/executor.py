@@ -54,8 +54,8 @@ PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 MAX_CODE_BYTES = MAX_FRAME - 4096  # the rest of the frame is its JSON wrapping
 NONE_DOES_NOT_STOP = (
     "reading any file the unprivileged run uid may read, seeing the host's processes, and writing "
-    "world-writable host directories without a bound on the total size (files it leaves in /tmp, /var/tmp "
-    "and /dev/shm are deleted after the run, others stay)"
+    "world-writable host directories without a bound on the total size, where runs going at the same time "
+    "can pass each other files (files a run leaves in /tmp, /var/tmp and /dev/shm are deleted after it, others stay)"
 )
 PROBE = f"import ctypes, sys\nsys.exit(ctypes.CDLL(None).unshare({mounts.RUN_NAMESPACES}) != 0)"
 
