@@ -2,7 +2,8 @@
 
 A hand-assembled BPF program (no libseccomp needed). It refuses, with EPERM unless noted:
 io_uring (whose ring can open sockets without `socket()`), bpf, perf_event_open,
-userfaultfd, the key-ring calls, ptrace and cross-process memory access, every namespace
+userfaultfd, the key-ring calls, ptrace and cross-process memory access, sched_setaffinity
+(a run stays on the CPUs `sandbox.cpus` pinned its fork server to), every namespace
 and mount call (unshare, setns, clone with a CLONE_NEW* flag, clone3 with ENOSYS so libc
 falls back to clone), and every socket family but IPv4/IPv6 (so no Unix, abstract, netlink,
 vsock or packet socket can be created; `socketpair` stays, stream only). With
@@ -26,7 +27,7 @@ X86_64 = {
     "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "bpf": 321, "perf_event_open": 298,
     "userfaultfd": 323, "keyctl": 250, "add_key": 248, "request_key": 249,
     "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-    "kexec_load": 246, "kexec_file_load": 320, "init_module": 175, "finit_module": 313, "delete_module": 176,
+    "sched_setaffinity": 203, "kexec_load": 246, "kexec_file_load": 320, "init_module": 175, "finit_module": 313, "delete_module": 176,
     "syslog": 103, "acct": 163, "swapon": 167, "swapoff": 168, "reboot": 169,
     "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65, "semctl": 66, "semtimedop": 220,
     "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
@@ -41,7 +42,7 @@ ALWAYS_DENIED = (
     "unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "open_tree", "move_mount", "fsopen",
     "fsconfig", "fsmount", "fspick", "mount_setattr", "open_tree_attr",
     "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "syslog", "acct",
-    "swapon", "swapoff", "reboot",
+    "swapon", "swapoff", "reboot", "sched_setaffinity",
 )
 HOST_IPC = ("shmget", "shmat", "shmctl", "shmdt", "semget", "semop", "semctl", "semtimedop",
             "msgget", "msgsnd", "msgrcv", "msgctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive",
