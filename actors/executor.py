@@ -1,23 +1,26 @@
-"""The executor pool: Ray actors that each hold one `r1ci.sandbox.Executor`, behind one handle.
+"""The executor pool: Ray actors that each hold one `r1ci.sandbox.Executor`, behind one `Sandbox` handle.
 
 `ExecutorPool` is a plain picklable object (actor handles plus limits), so the driver can
 pass it to generator actors, which `await pool.arun(code)` from their own event loops.
 Back-pressure: each handle keeps at most `executor.max_queued` calls pending per actor
-(Ray's max_pending_calls); a caller past that waits. A dead actor is restarted by Ray,
-and the call that was on it returns an ExecResult with killed_reason "executor_died".
+(Ray's max_pending_calls); a caller past that waits. A call whose actor dies returns an
+ExecResult with killed_reason "executor_died"; from then on this handle sends nothing to
+that actor (while another one is up) until a probe shows Ray has restarted it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 
 import ray
-from ray.exceptions import GetTimeoutError, PendingCallsLimitExceeded, RayActorError
+from ray.exceptions import GetTimeoutError, PendingCallsLimitExceeded, RayActorError, RayError, RayTaskError
 
 from r1ci.config import Config, SandboxConfig
 from r1ci.sandbox import ExecResult, Executor
+from r1ci.sandbox.base import EXECUTOR_DIED, EXECUTOR_UNRESPONSIVE, SANDBOX_ERROR
 
 BACKOFF_S = 0.005  # first wait of a caller turned away by back-pressure, doubled up to 0.1 s
 
@@ -29,8 +32,11 @@ class ExecutorActor:
     def __init__(self, cfg: SandboxConfig):
         self.executor = Executor(cfg)
 
-    async def run(self, code: str, timeout: float | None = None) -> ExecResult:
-        return await self.executor.arun(code, timeout)
+    async def run(self, code: str, timeout_s: float | None = None) -> ExecResult:
+        try:
+            return await self.executor.arun(code, timeout_s)
+        except Exception as exc:  # noqa: BLE001 - the caller gets a result, never a remote traceback
+            return ExecResult("", f"r1ci executor actor: {type(exc).__name__}: {exc}", None, killed_reason=SANDBOX_ERROR)
 
     async def stats(self) -> dict[str, float]:
         return self.executor.stats()
@@ -39,23 +45,28 @@ class ExecutorActor:
         return self.executor.containment
 
     async def pid(self) -> int:
-        import os
-
         return os.getpid()
 
 
-def _died(exc: Exception) -> ExecResult:
+def failure(exc: Exception) -> ExecResult:
+    """The ExecResult for a Ray failure of one call."""
+    if isinstance(exc, (GetTimeoutError, asyncio.TimeoutError)):
+        return ExecResult("", "r1ci executor pool: no answer from the executor actor", None, timed_out=True,
+                          killed_reason=EXECUTOR_UNRESPONSIVE)
+    if isinstance(exc, RayTaskError):
+        return ExecResult("", f"r1ci executor pool: the executor actor failed: {exc}", None, killed_reason=SANDBOX_ERROR)
     return ExecResult("", f"r1ci executor pool: the executor actor died during this call ({type(exc).__name__}); "
-                      "it is being restarted", None, killed_reason="executor_died")
+                      "it is being restarted", None, killed_reason=EXECUTOR_DIED)
 
 
 class ExecutorPool:
-    """Driver-side handle over `executor.num_actors` executor actors (see module docstring)."""
+    """Driver-side handle over `executor.num_actors` executor actors (see module docstring); a `Sandbox`."""
 
     def __init__(self, actors: list, sandbox: SandboxConfig):
         self.actors = actors
         self.sandbox = sandbox
         self._next = itertools.count()
+        self._probes: dict[int, object] = {}  # index of an actor seen failing -> its pending `containment` call
 
     @classmethod
     def create(cls, cfg: Config) -> ExecutorPool:
@@ -75,51 +86,75 @@ class ExecutorPool:
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["actors"], state["sandbox"])
 
-    def _limit(self, timeout: float | None) -> float:
+    def _limit(self, timeout_s: float | None) -> float:
         """Seconds a caller waits for one result before declaring the actor unresponsive."""
-        return float(timeout or self.sandbox.timeout_s) + 2 * self.sandbox.grace_s
+        return float(timeout_s or self.sandbox.timeout_s) + 2 * self.sandbox.grace_s
 
-    def _submit(self, code: str, timeout: float | None):
-        """A call on the next actor that has room; None when every actor is at its bound."""
-        for _ in range(len(self.actors)):
-            actor = self.actors[next(self._next) % len(self.actors)]
+    def _mark_down(self, index: int) -> None:
+        if index not in self._probes:
+            self._probes[index] = self.actors[index].containment.remote()
+
+    def _up(self, index: int) -> bool:
+        """Whether actor `index` may take calls: never seen failing, or its probe has answered since."""
+        probe = self._probes.get(index)
+        if probe is None:
+            return True
+        ready, _ = ray.wait([probe], timeout=0)
+        if not ready:
+            return False
+        try:
+            ray.get(probe, timeout=0)
+        except RayError:
+            self._probes[index] = self.actors[index].containment.remote()  # still down: probe again
+            return False
+        del self._probes[index]
+        return True
+
+    def _submit(self, code: str, timeout_s: float | None):
+        """(actor index, call) on the next actor that is up and has room; actors seen failing only
+        when no other is up; None when every candidate is at its bound."""
+        start = next(self._next)
+        order = [(start + i) % len(self.actors) for i in range(len(self.actors))]
+        up = [i for i in order if self._up(i)]
+        for index in up or order:
             try:
-                return actor.run.remote(code, timeout)
+                return index, self.actors[index].run.remote(code, timeout_s)
             except PendingCallsLimitExceeded:
                 continue
         return None
 
-    async def arun(self, code: str, timeout: float | None = None) -> ExecResult:
-        """Run one snippet on some executor actor; `timeout` in seconds (default sandbox.timeout_s).
+    async def arun(self, code: str, timeout_s: float | None = None) -> ExecResult:
+        """Run one snippet on some executor actor; `timeout_s` in seconds (default sandbox.timeout_s).
 
         Callable from inside other actors' event loops. Never raises for the code's or the
-        actor's failures: they come back as an ExecResult with killed_reason set.
+        actors' failures: they come back as an ExecResult with killed_reason set.
         """
         backoff = BACKOFF_S
-        while (ref := self._submit(code, timeout)) is None:
+        while (call := self._submit(code, timeout_s)) is None:
             await asyncio.sleep(backoff)
             backoff = min(2 * backoff, 0.1)
+        index, ref = call
         try:
-            return await asyncio.wait_for(ref, self._limit(timeout))
-        except RayActorError as exc:
-            return _died(exc)
-        except asyncio.TimeoutError:
-            return ExecResult("", "r1ci executor pool: no answer from the executor actor", None, timed_out=True,
-                              killed_reason="executor_unresponsive")
+            return await asyncio.wait_for(ref, self._limit(timeout_s))
+        except (RayError, asyncio.TimeoutError) as exc:
+            return self._failed(index, exc)
 
-    def run(self, code: str, timeout: float | None = None) -> ExecResult:
+    def run(self, code: str, timeout_s: float | None = None) -> ExecResult:
         """Blocking `arun`, for the driver."""
         backoff = BACKOFF_S
-        while (ref := self._submit(code, timeout)) is None:
+        while (call := self._submit(code, timeout_s)) is None:
             time.sleep(backoff)
             backoff = min(2 * backoff, 0.1)
+        index, ref = call
         try:
-            return ray.get(ref, timeout=self._limit(timeout))
-        except RayActorError as exc:
-            return _died(exc)
-        except GetTimeoutError:
-            return ExecResult("", "r1ci executor pool: no answer from the executor actor", None, timed_out=True,
-                              killed_reason="executor_unresponsive")
+            return ray.get(ref, timeout=self._limit(timeout_s))
+        except RayError as exc:
+            return self._failed(index, exc)
+
+    def _failed(self, index: int, exc: Exception) -> ExecResult:
+        if isinstance(exc, (RayActorError, GetTimeoutError, asyncio.TimeoutError)):
+            self._mark_down(index)
+        return failure(exc)
 
     def stats(self, timeout: float = 60.0) -> dict[str, float]:
         """Counters summed over live actors: runs, timeouts, kills, restarts, run_time_s, queue_wait_s."""
@@ -127,12 +162,13 @@ class ExecutorPool:
         for ref in [a.stats.remote() for a in self.actors]:
             try:
                 per = ray.get(ref, timeout=timeout)
-            except (RayActorError, GetTimeoutError):
+            except RayError:
                 continue
             for key, value in per.items():
                 total[key] = total.get(key, 0) + value
         return total
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
+        """Kill the actors (and with them their fork servers and runs)."""
         for actor in self.actors:
             ray.kill(actor, no_restart=True)

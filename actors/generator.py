@@ -14,7 +14,8 @@ import time
 import ray
 
 from r1ci.config import Config, from_dict, to_dict
-from r1ci.rollout import CodeExecutor, RolloutRequest, rollout_batch
+from r1ci.rollout import RolloutRequest, rollout_batch
+from r1ci.sandbox.base import Sandbox
 from r1ci.trajectory import Trajectory
 from r1ci.weight_sync import MIXED_WEIGHTS, Bucket, WeightSyncError, check_complete, unpack_bucket
 
@@ -23,7 +24,7 @@ from r1ci.weight_sync import MIXED_WEIGHTS, Bucket, WeightSyncError, check_compl
 class GeneratorActor:
     """One engine (vLLM or transformers, by `generator.backend`) plus the rollout loop."""
 
-    def __init__(self, cfg: Config | dict, model_dir: str, executor: CodeExecutor | None = None):
+    def __init__(self, cfg: Config | dict, model_dir: str, executor: Sandbox | None = None):
         from r1ci.engines import make_engine
 
         self.cfg = from_dict(cfg) if isinstance(cfg, dict) else cfg
@@ -111,7 +112,7 @@ class GeneratorActor:
         self.engine.shutdown()
 
 
-def make_generators(cfg: Config, model_dir: str, executor: CodeExecutor | None = None, count: int | None = None) -> list:
+def make_generators(cfg: Config, model_dir: str, executor: Sandbox | None = None, count: int | None = None) -> list:
     """Start `count` (default `generator.num_generators`) GeneratorActors with the CPUs/GPUs the config asks for.
 
     Returns their handles once every engine is up (vLLM takes ~45-60 s on CPU).

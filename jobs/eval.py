@@ -172,7 +172,7 @@ class Engines:
     def close(self) -> None:
         if self.fleet is not None:
             self.fleet.shutdown()
-        self.executor.shutdown()
+        self.executor.close()
 
 
 def write_outputs(summary: evaluation.Summary, records: list, specs: list[ModelSpec], out: Path) -> dict[str, str]:

@@ -222,7 +222,7 @@ class RLJob:
         self.logger.close()
         self.generators.shutdown()
         self.learners.shutdown()
-        self.executor.shutdown()
+        self.executor.close()
 
 
 def run_rl(cfg: Config, show_progress: bool = True, verbose: bool = False, resume: bool = False) -> None:

@@ -27,18 +27,19 @@ log = logging.getLogger("synthesize")
 
 
 def make_runner(cfg: Config, stack: ExitStack, verbose: bool = False):
-    """A code runner with `.run` and `.arun`: a local Executor, or the Ray executor pool."""
+    """A code runner (`r1ci.sandbox.Sandbox`), closed with `stack`: a local Executor, or the Ray executor pool."""
     if cfg.synthesis.executor == "pool":
         from actors.executor import ExecutorPool
         from actors.runtime import init_ray
 
         init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus, log_dir=Path(cfg.synthesis.output_dir) / "logs", verbose=verbose)
-        return ExecutorPool.create(cfg)
-    from r1ci.sandbox import Executor
+        runner = ExecutorPool.create(cfg)
+    else:
+        from r1ci.sandbox import Executor
 
-    executor = Executor(cfg.sandbox)
-    stack.callback(executor.close)
-    return executor
+        runner = Executor(cfg.sandbox)
+    stack.callback(runner.close)
+    return runner
 
 
 def make_teacher(cfg: Config, runner, model_dir: str, stack: ExitStack):

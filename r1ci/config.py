@@ -24,6 +24,7 @@ class ConfigError(UserError, ValueError):
 
 
 PROMPT_STYLES = ("text", "code", "agent", "guided")  # the protocol's system prompts (r1ci.protocol)
+CONTAINMENTS = ("auto", "bwrap", "unshare", "none")  # sandbox.containment (r1ci.sandbox.executor)
 
 _BOUNDS = {"gt": (lambda v, b: v > b, "> {}"), "ge": (lambda v, b: v >= b, ">= {}"),
            "lt": (lambda v, b: v < b, "< {}"), "le": (lambda v, b: v <= b, "<= {}")}
@@ -90,17 +91,20 @@ class ProtocolConfig:
 class SandboxConfig:
     timeout_s: float = knob(60.0, "Wall-clock limit per code call, seconds.", gt=0)
     cpu_time_s: int = knob(60, "CPU-time limit per code call (RLIMIT_CPU), seconds.", gt=0)
-    memory_mb: int = knob(1024, "Address-space limit per code call (RLIMIT_AS), MiB.", gt=0)
-    max_processes: int = knob(64, "Process limit for the sandbox user (RLIMIT_NPROC).", gt=0)
+    memory_mb: int = knob(1024, "Memory of one code call, MiB: the limit of its cgroup (all its processes together, tmpfs files and memfds included) and the address-space limit of each process (RLIMIT_AS).", gt=0)
+    max_processes: int = knob(64, "Processes and threads of one code call: its cgroup's pids.max, and RLIMIT_NPROC of its own uid.", gt=0)
     max_file_mb: int = knob(16, "Largest file the code may write (RLIMIT_FSIZE), MiB.", gt=0)
     max_output_bytes: int = knob(65536, "Captured stdout/stderr per stream; the rest is dropped and counted.", gt=0)
-    containment: str = knob("auto", "Isolation: auto (best available), bwrap, unshare, or none (rlimits and privilege drop only).", choices=("auto", "bwrap", "unshare", "none"))
+    containment: str = knob("auto", "Isolation: auto (bwrap, else unshare; never none), bwrap or unshare (each run in its own pid, network, IPC, mount and UTS namespaces), or none (asked for by name only: no namespaces, see the README for what it does not stop).", choices=CONTAINMENTS)
+    cgroup: str = knob("auto", "Run-wide limits: auto (cgroup v1 memory+pids hierarchies, else a delegating cgroup v2 group, else none: limits per process only), v1, v2, or off.", choices=("auto", "v1", "v2", "off"))
+    cgroup_parent: str = knob("", "cgroup v2 directory (delegating memory and pids) to create the run groups in; empty: the executor's own cgroup.")
     preload: list = knob(["math", "itertools", "collections", "functools", "re", "json", "random", "fractions", "heapq", "numpy", "sympy"], "Modules the warm interpreter imports once so snippets start fast.")
     workers: int = knob(2, "Snippets one executor runs at the same time.", gt=0)
-    spares: int = knob(2, "Children the fork server keeps forked and warmed ahead of requests (at most workers); more cost memory, fewer cost latency under bursts.")
+    spares: int = knob(2, "Runs kept forked and warmed ahead of requests beyond the `workers` running: the fork server has workers + spares lanes, each making its next run in fresh namespaces as soon as its last one ends; more cost memory, fewer cost latency under bursts.", gt=0)
     cpus: list = knob([], "CPU ids the fork server and every run are pinned to (empty: any); keeps code calls off the cores a generator decodes on, so neither waits on the other.")
     output_kill_mb: int = knob(64, "Output of one run (both streams) beyond which it is killed with killed_reason output_limit, MiB.")
-    tmp_mb: int = knob(512, "Size of the private /tmp (tmpfs) that holds the runs' working dirs under bwrap, MiB.")
+    tmp_mb: int = knob(512, "Writable space of one code call, MiB: one tmpfs behind its /tmp (the working dir), /var/tmp and /dev/shm, gone when the run ends (bwrap, unshare).", gt=0)
+    tmp_files: int = knob(20000, "Files and directories one code call may create in that tmpfs (its inode limit).", gt=0)
     grace_s: float = knob(10.0, "Extra wall time past the timeout before a silent fork server is declared hung and restarted, seconds.")
     warm_up: str = knob(
         "import numpy as np\nnp.linalg.svd(np.random.default_rng(0).random((3, 3)))\nnp.linalg.solve(np.eye(2), np.ones(2))\n"

@@ -25,6 +25,7 @@ import numpy as np
 from r1ci import protocol, rewards
 from r1ci.config import Config, ConfigError, ProtocolConfig
 from r1ci.rollout import RolloutRequest, sampling_from_config
+from r1ci.sandbox.base import EXECUTOR_FAILURES, TIMEOUT
 from r1ci.tasks import FAMILIES, KINDS, Instance, generate_instances, get_task, list_tasks, resolve_task_names
 from r1ci.tasks.split import split_of
 from r1ci.trajectory import Trajectory
@@ -194,8 +195,8 @@ def answer_record(traj: Trajectory, instance: Instance, cfg: Config, model: str,
         model=model, task=instance.task, family=task.family, kind=task.kind, split=split_of(instance.task),
         instance_id=instance.id, mode=mode, sample=sample, correct=bool(parts.correct),
         answered=traj.answer is not None, code_calls=traj.code_calls, self_checks=self_checks(traj, cfg.protocol),
-        response_tokens=len(traj.response_ids), timeouts=sum(t.killed_reason == "timeout" for t in traj.turns),
-        executor_failure=any(t.code is not None and t.observation is None for t in traj.turns),
+        response_tokens=len(traj.response_ids), timeouts=sum(t.killed_reason == TIMEOUT for t in traj.turns),
+        executor_failure=any(t.killed_reason in EXECUTOR_FAILURES for t in traj.turns),
         stop_reason=traj.stop_reason, answer=traj.answer, response=traj.text if cfg.eval.save_responses else "",
     )
 

@@ -13,12 +13,12 @@ import asyncio
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable
 
 from r1ci import protocol
 from r1ci.config import Config
 from r1ci.engines.base import Engine, Sampling
-from r1ci.sandbox.base import ExecResult
+from r1ci.sandbox.base import EXECUTOR_UNRESPONSIVE, SANDBOX_ERROR, TIMEOUT, ExecResult, Sandbox
 from r1ci.tasks.base import Instance
 from r1ci.trajectory import (
     STOP_ANSWER,
@@ -30,12 +30,6 @@ from r1ci.trajectory import (
     Trajectory,
     Turn,
 )
-
-
-class CodeExecutor(Protocol):
-    """Anything that runs a snippet: `r1ci.sandbox` executors, `actors.executor.ExecutorPool`."""
-
-    async def arun(self, code: str, timeout: float | None = None) -> ExecResult: ...
 
 
 @dataclass(frozen=True)
@@ -70,15 +64,11 @@ def prompt_ids(tokenizer, question: str, style: str, cfg: Config) -> list[int]:
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False))
 
 
-# killed_reason values with which an executor reports its own failure, not the code's
-EXECUTOR_FAILURES = ("executor_died", "executor_unresponsive", "sandbox_error")
-
-
 def exec_note(result: ExecResult, timeout_s: float) -> str:
     """A line for an abnormal end the executor left unexplained (r1ci's sandbox explains its own in stderr)."""
     if result.stderr.strip() or not (result.timed_out or result.killed_reason or result.exit_code is None):
         return ""
-    if result.timed_out or result.killed_reason == "timeout":
+    if result.timed_out or result.killed_reason == TIMEOUT:
         return f"Error: the code timed out after {timeout_s:g} seconds and was stopped."
     return f"Error: the code was stopped ({result.killed_reason or 'killed by a signal'})."
 
@@ -90,7 +80,7 @@ def _call_seed(seed: int | None, call: int) -> int | None:
 
 async def rollout(
     engine: Engine,
-    executor: CodeExecutor,
+    executor: Sandbox,
     instance: Instance,
     cfg: Config,
     group_id: str,
@@ -118,7 +108,7 @@ async def rollout(
 
 async def rollout_from_prompt(
     engine: Engine,
-    executor: CodeExecutor,
+    executor: Sandbox,
     traj: Trajectory,
     cfg: Config,
     sampling: Sampling,
@@ -204,7 +194,7 @@ async def rollout_from_prompt(
     return traj
 
 
-async def _run_code(executor: CodeExecutor, turn: Turn, cfg: Config, traj: Trajectory) -> str | None:
+async def _run_code(executor: Sandbox, turn: Turn, cfg: Config, traj: Trajectory) -> str | None:
     """The observation text for `turn`'s code call (noting on the turn why the executor stopped
     it, if it did), or None after marking `traj` as failed."""
     timeout = cfg.sandbox.timeout_s
@@ -212,23 +202,23 @@ async def _run_code(executor: CodeExecutor, turn: Turn, cfg: Config, traj: Traje
     try:
         result = await asyncio.wait_for(executor.arun(turn.code, timeout), timeout + cfg.generator.exec_grace_s)
     except asyncio.TimeoutError:
-        traj.stop_reason = STOP_ERROR
+        turn.killed_reason, traj.stop_reason = EXECUTOR_UNRESPONSIVE, STOP_ERROR
         traj.error = f"executor gave no result within {timeout + cfg.generator.exec_grace_s:g} s (sandbox timeout {timeout:g} s)"
         return None
-    except Exception as exc:
-        traj.stop_reason, traj.error = STOP_ERROR, f"executor failed: {exc!r}"
+    except Exception as exc:  # a runner that breaks the protocol by raising has failed, not the code
+        turn.killed_reason, traj.stop_reason, traj.error = SANDBOX_ERROR, STOP_ERROR, f"executor failed: {exc!r}"
         return None
     finally:
         traj.code_wait_s += time.perf_counter() - start
-    turn.killed_reason = result.killed_reason or ("timeout" if result.timed_out else "")
-    if result.killed_reason in EXECUTOR_FAILURES:
+    turn.killed_reason = result.killed_reason or (TIMEOUT if result.timed_out else "")
+    if result.executor_failed:
         traj.stop_reason, traj.error = STOP_ERROR, f"executor failed ({result.killed_reason}): {result.stderr[-300:]}"
         return None
     return protocol.format_observation(result.stdout, result.stderr, cfg.protocol, note=exec_note(result, timeout))
 
 
 async def rollout_batch(
-    engine: Engine, executor: CodeExecutor, requests: list[RolloutRequest], cfg: Config, weight_version: int = 0
+    engine: Engine, executor: Sandbox, requests: list[RolloutRequest], cfg: Config, weight_version: int = 0
 ) -> list[Trajectory]:
     """All trajectories at once, each on its own coroutine; results in request order, none lost."""
     default = sampling_from_config(cfg)

@@ -28,8 +28,8 @@ from starlette.exceptions import HTTPException
 from r1ci import protocol
 from r1ci.config import Config
 from r1ci.engines.base import Completion, Engine, Sampling
-from r1ci.rollout import EXECUTOR_FAILURES, CodeExecutor, rollout_from_prompt
-from r1ci.sandbox.base import ExecResult
+from r1ci.rollout import rollout_from_prompt
+from r1ci.sandbox.base import ExecResult, Sandbox
 from r1ci.trajectory import STOP_ANSWER, STOP_EOS, STOP_ERROR, STOP_LENGTH, STOP_MAX_CALLS, Trajectory
 
 log = logging.getLogger(__name__)
@@ -432,7 +432,7 @@ class ServeMetrics:
         self.request_seconds.labels(route).observe(seconds)
 
     def code_call(self, result: ExecResult, seconds: float) -> None:
-        if result.killed_reason in EXECUTOR_FAILURES:
+        if result.executor_failed:
             outcome = "executor_failed"
         elif result.timed_out:
             outcome = "timeout"
@@ -460,7 +460,7 @@ class CodeCalls:
     `serve.code_call_retries` times and one rerun at a time, so one request's code cannot fail
     another request; every call is counted in the metrics."""
 
-    def __init__(self, executor: CodeExecutor, retries: int, metrics: ServeMetrics):
+    def __init__(self, executor: Sandbox, retries: int, metrics: ServeMetrics):
         self.executor, self.retries, self.metrics = executor, retries, metrics
         self._rerun = asyncio.Lock()
 
@@ -474,7 +474,7 @@ class CodeCalls:
         """Run one snippet; `timeout` in seconds (the sandbox's own default when None)."""
         result = await self._call(code, timeout)
         for _ in range(self.retries):
-            if result.killed_reason not in EXECUTOR_FAILURES:
+            if not result.executor_failed:
                 break
             async with self._rerun:
                 result = await self._call(code, timeout)
@@ -588,7 +588,7 @@ def _outcome(task: asyncio.Task) -> tuple[Trajectory | None, str]:
 class ChatService:
     """The server's work for one replica: an engine, a code executor, the config and the metrics."""
 
-    def __init__(self, engine: Engine, executor: CodeExecutor, cfg: Config):
+    def __init__(self, engine: Engine, executor: Sandbox, cfg: Config):
         self.engine, self.executor, self.cfg = engine, executor, cfg
         self.metrics = ServeMetrics()
         self.code = CodeCalls(executor, cfg.serve.code_call_retries, self.metrics)

@@ -19,21 +19,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable
 
 from r1ci import protocol, rewards
 from r1ci.config import Config, ProtocolConfig, SynthesisConfig
 from r1ci.errors import MissingInput
 from r1ci.rollout import exec_note, prompt_ids, rollout, sampling_from_config
-from r1ci.sandbox.base import ExecResult
+from r1ci.sandbox.base import ExecResult, Sandbox
 from r1ci.tasks.base import Instance, Task
 from r1ci.trajectory import STOP_ANSWER, STOP_ERROR, Trajectory, Turn
-
-
-class Runner(Protocol):
-    """Anything that runs a snippet: a local `Executor` or the Ray `ExecutorPool`."""
-
-    def run(self, code: str, timeout: float | None = None) -> ExecResult: ...
 
 
 @dataclass
@@ -116,7 +110,7 @@ class ScriptedTeacher:
 
     name = "offline"
 
-    def __init__(self, runner: Runner, cfg: Config):
+    def __init__(self, runner: Sandbox, cfg: Config):
         self.runner, self.full, self.proto, self.cfg = runner, cfg, cfg.protocol, cfg.synthesis
         self.timeout_s, self.seed = cfg.sandbox.timeout_s, cfg.run.seed
 
@@ -134,7 +128,7 @@ class ScriptedTeacher:
         code = task.reference_solution(instance)
         if not code:
             return None
-        result = self.runner.run(code, timeout=self.timeout_s)
+        result = self.runner.run(code, timeout_s=self.timeout_s)
         answer = result.stdout.strip()
         if not result.ok or not answer:
             return None
@@ -147,7 +141,7 @@ class ScriptedTeacher:
                 if made is None:
                     continue
                 buggy, fix_text = made
-                failed = self.runner.run(buggy, timeout=self.timeout_s)
+                failed = self.runner.run(buggy, timeout_s=self.timeout_s)
                 if failed.ok:
                     continue
                 turns.append(Turn(text=code_turn(intro, buggy, self.proto), code=buggy, observation=observation_of(failed, self.full)))
@@ -179,7 +173,7 @@ class EndpointTeacher:
 
     name = "endpoint"
 
-    def __init__(self, runner: Runner, cfg: Config, api_key: str, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, runner: Sandbox, cfg: Config, api_key: str, sleep: Callable[[float], None] = time.sleep):
         import httpx
 
         self.runner, self.full, self.proto, self.cfg = runner, cfg, cfg.protocol, cfg.synthesis
@@ -255,7 +249,7 @@ class EndpointTeacher:
                 turns.append(Turn(text=text))
                 break
             text = text[: block.end]
-            result = self.runner.run(block.code, timeout=self.timeout_s)
+            result = self.runner.run(block.code, timeout_s=self.timeout_s)
             obs = observation_of(result, self.full)
             turns.append(Turn(text=text, code=block.code, observation=obs))
             messages += [{"role": "assistant", "content": text}, {"role": "user", "content": obs}]
@@ -271,7 +265,7 @@ class GeneratorTeacher:
 
     name = "generator"
 
-    def __init__(self, engine: Any, executor: Any, cfg: Config):
+    def __init__(self, engine: Any, executor: Sandbox, cfg: Config):
         self.engine, self.executor, self.cfg = engine, executor, cfg
         self.sampling = dataclasses.replace(sampling_from_config(cfg), temperature=cfg.synthesis.temperature, seed=cfg.run.seed)
         self.loop = asyncio.new_event_loop()

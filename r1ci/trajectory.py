@@ -19,7 +19,7 @@ class Turn:
     text: str
     code: str | None = None
     observation: str | None = None
-    killed_reason: str = ""  # why the executor stopped the code ("timeout", "memory_limit", ...; ExecResult.killed_reason), "" if it ran to its end
+    killed_reason: str = ""  # why the code was stopped (ExecResult.killed_reason: r1ci.sandbox.base names the values), "" if it ran to its end
 
 
 # Why a trajectory ended.

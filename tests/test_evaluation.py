@@ -10,6 +10,7 @@ import pytest
 
 from r1ci import evaluation as ev
 from r1ci.config import ConfigError, ProtocolConfig, load_config
+from r1ci.sandbox.base import EXECUTOR_DIED
 from r1ci.trajectory import Trajectory, Turn
 
 PROTO = ProtocolConfig()
@@ -111,7 +112,7 @@ def test_answer_record_scores_with_rewards_and_counts_timeouts_and_executor_fail
                 observation="Code Execution Results:\nTimeoutError\n", killed_reason="timeout")
     right = traj([slow, Turn(text=f"<<<{inst.answer}>>>")], inst.answer)
     right.response_ids = [5] * 17
-    wrong = traj([Turn(text="```python\nprint(1)\n```\n", code="print(1)")], None)
+    wrong = traj([Turn(text="```python\nprint(1)\n```\n", code="print(1)", killed_reason=EXECUTOR_DIED)], None)
     a, b = ev.answer_record(right, inst, cfg, "m", ev.SAMPLED, 0), ev.answer_record(wrong, inst, cfg, "m", ev.SAMPLED, 1)
     assert a.correct and a.answered and a.timeouts == 1 and not a.executor_failure and a.response_tokens == 17
     assert (a.family, a.kind, a.split) == ("symbench", "execution", "train")

@@ -14,7 +14,7 @@ import torch
 from r1ci.config import Config
 from r1ci.engines.base import Completion, EngineStats, Sampling
 from r1ci.rollout import RolloutRequest, prompt_ids, rollout, rollout_batch, sampling_from_config
-from r1ci.sandbox.base import ExecResult
+from r1ci.sandbox.base import EXECUTOR_DIED, EXECUTOR_FAILURES, ExecResult
 from r1ci.tasks.base import Instance
 from r1ci.trajectory import STOP_ANSWER, STOP_EOS, STOP_ERROR, STOP_LENGTH, STOP_MAX_CALLS, STOP_PROMPT_TOO_LONG
 
@@ -202,18 +202,18 @@ def test_exec_note_explains_only_what_the_executor_left_unexplained():
 
 
 class DyingExecutor:
-    async def arun(self, code, timeout=None):
+    async def arun(self, code, timeout_s=None):
         raise RuntimeError("executor actor died")
 
 
 class HangingExecutor:
-    async def arun(self, code, timeout=None):
+    async def arun(self, code, timeout_s=None):
         await asyncio.sleep(3600)
 
 
 class ReportsItsDeathExecutor:
-    async def arun(self, code, timeout=None):
-        return ExecResult("", "r1ci sandbox: the fork server died during this run", None, killed_reason="executor_died")
+    async def arun(self, code, timeout_s=None):
+        return ExecResult("", "r1ci sandbox: the fork server died during this run", None, killed_reason=EXECUTOR_DIED)
 
 
 @pytest.mark.parametrize(
@@ -226,6 +226,7 @@ def test_executor_failure_marks_the_trajectory_and_keeps_it(tokenizer, cfg, exec
     traj = run(engine, cfg, executor)
     assert traj.stop_reason == STOP_ERROR and message in traj.error
     assert traj.turns[0].code == "print(6 * 7)" and traj.code_calls == 0
+    assert traj.turns[0].killed_reason in EXECUTOR_FAILURES  # what evaluation counts as an executor failure
     assert len(traj.response_ids) == len(traj.loss_mask) == len(traj.logprobs) > 0
 
 
@@ -235,7 +236,7 @@ class SleepExecutor:
     def __init__(self):
         self.ends = []
 
-    async def arun(self, code, timeout=None):
+    async def arun(self, code, timeout_s=None):
         await asyncio.sleep(float(code.split()[-1]))
         self.ends.append((code, time.perf_counter()))
         return ExecResult(stdout="ok\n", stderr="", exit_code=0)
@@ -345,7 +346,7 @@ def test_generator_actor_rolls_out_loads_weights_and_reports_stats(ray_cluster, 
     assert stats["tokens_per_s"] > 0 and stats["turns_per_trajectory"] >= 1
     ray.get(actor.shutdown.remote(), timeout=30)
     ray.kill(actor)
-    pool.shutdown()
+    pool.close()
 
 
 @pytest.mark.slow

@@ -1,17 +1,21 @@
 """The code executor against ordinary, broken and hostile snippets (real forks, real limits)."""
 
 import asyncio
+import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sandbox_checks import leftovers
 
 from r1ci.config import ConfigError, SandboxConfig, load_config
-from r1ci.sandbox import Executor, run_code
-from r1ci.sandbox.executor import SandboxError, available
+from r1ci.sandbox import Executor
+from r1ci.sandbox.executor import SandboxError
 
 
 @pytest.fixture(scope="module")
@@ -32,32 +36,34 @@ def tight():
     executor.close()
 
 
-def leftovers(executor: Executor, seconds: float = 3.0) -> list[int]:
-    """Host pids still running under the uid of any earlier run (each run has its own uid,
-    handed out in order; idle spare children hold the uids after the probe's)."""
-    probe = int(executor.run("import os; print(os.getuid())").stdout)
-    earlier = range(executor.uid_range.start, probe)
-    deadline = time.monotonic() + seconds
-    while True:
-        found = []
-        for name in os.listdir("/proc"):
-            try:
-                if name.isdigit() and os.stat(f"/proc/{name}").st_uid in earlier:
-                    found.append(int(name))
-            except FileNotFoundError:
-                pass
-        if not found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
-
-
 def test_snippet_output_and_exit_code(ex):
     result = ex.run("import math\nprint(math.factorial(5))")
     assert result.ok and result.stdout == "120\n" and result.stderr == "" and result.killed_reason == ""
 
 
-def test_best_containment_is_active_and_reported(ex):
-    assert ex.containment == ("bwrap" if available("bwrap") else "unshare" if available("unshare") else "none")
+def test_auto_containment_gives_each_run_fresh_namespaces(ex):
+    assert ex.containment in ("bwrap", "unshare")  # auto never picks none
+    probe = "import os\nprint(os.getpid(), *(os.readlink(f'/proc/self/ns/{n}') for n in ('net', 'pid', 'ipc', 'mnt', 'uts')))"
+    first, second = ex.run(probe).stdout.split(), ex.run(probe).stdout.split()
+    host = [os.readlink(f"/proc/self/ns/{n}") for n in ("net", "pid", "ipc", "mnt", "uts")]
+    assert first[0] == "1" and second[0] == "1"  # each run is pid 1 of its own pid namespace
+    for mine, theirs, outside in zip(first[1:], second[1:], host):
+        assert mine != theirs and mine != outside
+    assert ex.isolation["per_run_namespaces"] == ["pid", "network", "ipc", "mount", "uts"]
+
+
+def test_auto_picks_bubblewrap_where_it_works(ex):
+    # asked of bwrap itself, not of the executor's own probe, so a probe that wrongly fails shows here
+    argv = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--ro-bind", "/", "/", "--dev", "/dev",
+            "--proc", "/proc", "/bin/true"]
+    works = shutil.which("bwrap") is not None and subprocess.run(argv, capture_output=True).returncode == 0
+    assert ex.containment == ("bwrap" if works else "unshare")
+
+
+def test_auto_refuses_to_fall_back_to_no_namespaces(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # neither bwrap nor unshare can be found
+    with pytest.raises(SandboxError, match=r"sandbox.containment=none runs code without them; it does not stop"):
+        Executor(SandboxConfig(containment="auto", preload=[], warm_up=""))
 
 
 def test_syntax_error_is_reported_with_its_line(ex):
@@ -80,7 +86,7 @@ def test_exit_codes_of_sys_exit_and_os_exit(ex):
 
 def test_timeout_kills_whole_process_group(ex):
     code = "import subprocess, os\nsubprocess.Popen(['sleep', '60'])\nprint(os.getuid(), flush=True)\nwhile True: pass"
-    result = ex.run(code, timeout=1)
+    result = ex.run(code, timeout_s=1)
     assert result.timed_out and result.killed_reason == "timeout" and result.exit_code is None
     assert 0.9 < result.duration_s < 5
     assert leftovers(ex) == []
@@ -93,8 +99,8 @@ def test_background_process_in_new_session_does_not_outlive_the_run(ex):
 
 
 def test_cpu_limit_kills_busy_code(tight):
-    result = tight.run("while True: pass", timeout=8)
-    assert result.killed_reason == "cpu_limit" and not result.timed_out and result.duration_s < 7
+    result = tight.run("while True: pass", timeout_s=30)  # 1 s of CPU takes longer on a busy machine
+    assert result.killed_reason == "cpu_limit" and not result.timed_out and "CPU-time limit of 1 s" in result.stderr
 
 
 def test_memory_hog_gets_memory_error(tight):
@@ -108,7 +114,7 @@ def test_file_size_limit_refuses_big_files(tight):
 
 
 def test_gigabytes_of_output_are_capped_and_the_run_killed(tight):
-    result = tight.run("import sys\nwhile True: sys.stdout.write('x' * 65536)", timeout=8)
+    result = tight.run("import sys\nwhile True: sys.stdout.write('x' * 65536)", timeout_s=8)
     assert result.killed_reason == "output_limit" and result.truncated_bytes > 1 << 20
     assert len(result.stdout) < 1200 and "bytes of output dropped" in result.stdout
     assert result.duration_s < 7
@@ -129,7 +135,7 @@ def test_process_limit_is_in_force_then_fork_bomb_is_contained(tight):
     result = tight.run(probe)
     assert "refused after" in result.stdout and int(result.stdout.split()[2]) < 16, result
     assert leftovers(tight) == []
-    bomb = tight.run("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", timeout=2)
+    bomb = tight.run("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", timeout_s=2)
     assert bomb.killed_reason in ("timeout", "cpu_limit")
     assert leftovers(tight) == []
     assert tight.run("print('still here')").stdout == "still here\n"
@@ -140,9 +146,11 @@ def test_segfault_via_ctypes_is_reported(ex):
     assert result.killed_reason == "signal:SIGSEGV" and result.exit_code is None
 
 
-def test_killing_the_parent_is_refused_and_executor_survives(ex):
-    result = ex.run("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
-    assert "PermissionError" in result.stderr
+def test_signalling_everything_it_can_hurts_only_the_run(ex):
+    code = ("import os, signal\nfor pid in (os.getppid(), -1):\n    try:\n        os.kill(pid, signal.SIGKILL)\n"
+            "    except OSError:\n        pass\nprint('still here')")
+    result = ex.run(code)
+    assert result.ok and result.stdout == "still here\n", result
     assert ex.run("print('ok')").stdout == "ok\n"
 
 
@@ -165,42 +173,6 @@ def test_fork_server_death_mid_run_gives_a_clear_result(ex):
     assert ex.run("print('again')").stdout == "again\n"
 
 
-def test_writes_outside_the_working_dir_are_refused(ex):
-    code = (
-        "import os\nopen('mine.txt', 'w').write('ok')\nprint(os.getcwd())\n"
-        "for path in ['/etc/r1ci_test', '/work/r1ci_test', os.path.expanduser('~root') + '/r1ci_test', '/usr/r1ci_test']:\n"
-        "    try:\n        open(path, 'w')\n        print('WROTE', path)\n    except OSError as e:\n        print('refused', path)\n"
-    )
-    result = ex.run(code)
-    assert result.ok and "WROTE" not in result.stdout and result.stdout.count("refused") == 4
-    workdir = result.stdout.splitlines()[0]
-    peek = ex.run(f"open({workdir!r} + '/mine.txt').read()")  # another run, another uid
-    assert "PermissionError" in peek.stderr or "FileNotFoundError" in peek.stderr
-    for _ in range(40):  # removed just after the run ends
-        if ex.run(f"import os; print(os.path.exists({workdir!r}))").stdout == "False\n":
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail(f"{workdir} was not removed")
-
-
-def test_network_is_unreachable(ex):
-    host = socket.socket()
-    host.bind(("127.0.0.1", 0))
-    host.listen()
-    host.settimeout(0.5)
-    port = host.getsockname()[1]
-    code = (
-        "import socket\n"
-        f"for addr in [('127.0.0.1', {port}), ('1.1.1.1', 53)]:\n"
-        "    try:\n        socket.create_connection(addr, timeout=2)\n        print('CONNECTED', addr)\n"
-        "    except OSError as e:\n        print('blocked', type(e).__name__)\n"
-    )
-    result = ex.run(code)
-    assert result.stdout.count("blocked") == 2 and "CONNECTED" not in result.stdout
-    with pytest.raises(socket.timeout):
-        host.accept()
-    host.close()
 
 
 def test_environment_secrets_are_not_visible(ex, monkeypatch):
@@ -252,32 +224,13 @@ def test_no_stray_process_after_hundreds_of_hostile_runs(ex):
         "import os, signal\nos.kill(os.getppid(), signal.SIGTERM)",
     ]
     runs_before = ex.stats()["runs"]
-    for i in range(240):
-        result = ex.run(hostile[i % len(hostile)], timeout=5)
+    for i in range(96):
+        result = ex.run(hostile[i % len(hostile)], timeout_s=5)
         assert result.killed_reason != "executor_died", result
-    assert ex.stats()["runs"] - runs_before == 240
+    assert ex.stats()["runs"] - runs_before == 96
     assert leftovers(ex, 5) == []
     assert ex.run("print(sum(range(10)))").stdout == "45\n"
 
-
-@pytest.mark.skipif(os.getuid() != 0, reason="seccomp fallback is exercised as root here")
-def test_without_namespaces_sockets_are_refused():
-    with Executor(SandboxConfig(containment="none", preload=["socket"], warm_up="")) as bare:
-        assert bare.containment == "none"
-        result = bare.run("import socket\ntry:\n    socket.socket()\n    print('OPEN')\nexcept OSError as e:\n    print('refused', e.errno)")
-        assert result.stdout.startswith("refused") and "OPEN" not in result.stdout
-        assert bare.run("import os; print(os.getuid() != 0)").stdout == "True\n"
-
-
-@pytest.mark.skipif(not available("unshare"), reason="unshare cannot create namespaces here")
-def test_unshare_containment_isolates_network_and_still_imports_the_stdlib():
-    with Executor(SandboxConfig(containment="unshare", preload=["math"], warm_up="")) as ex:
-        code = (
-            "import csv, socket\nprint(csv.__name__)\n"
-            "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=2)\nexcept OSError as e:\n    print('blocked', e.errno)"
-        )
-        result = ex.run(code)
-        assert result.stdout.splitlines()[0] == "csv" and "blocked" in result.stdout, result
 
 
 def test_snippet_threads_finish_before_the_run_ends(ex):
@@ -285,34 +238,19 @@ def test_snippet_threads_finish_before_the_run_ends(ex):
     assert ex.run(code).stdout == "early\nlate\n"
 
 
-def test_run_code_uses_a_shared_warm_executor():
-    first = run_code("print(1)")
-    start = time.monotonic()
-    second = run_code("print(2)")
-    assert first.stdout == "1\n" and second.stdout == "2\n" and time.monotonic() - start < 2
-
-
-def test_interpreter_paths_under_tmp_stay_visible_inside_the_private_tmp(tmp_path):
-    # A CI clone (and its .venv) under /tmp would otherwise vanish behind bwrap's --tmpfs /tmp.
-    from r1ci.config import ConfigError, SandboxConfig, load_config
-    from r1ci.sandbox.executor import bwrap_argv
-
-    venv = tmp_path / "clone" / ".venv"
-    venv.mkdir(parents=True)
-    argv = bwrap_argv(SandboxConfig(), [str(tmp_path / "clone"), str(venv), "/usr/lib"])
-    binds = [i for i, a in enumerate(argv) if a == "--ro-bind" and argv[i + 1] == str(tmp_path / "clone")]
-    private_tmp = next(i for i, a in enumerate(argv) if a == "--tmpfs" and argv[i + 1] == "/tmp")
-    assert binds and binds[0] > private_tmp  # bound back after /tmp is made private; it covers the venv
 
 
 def test_runs_stay_on_the_cpus_the_sandbox_is_pinned_to():
     before = os.sched_getaffinity(0)
     ex = Executor(SandboxConfig(cpus=[0], workers=1, spares=1))
     try:
-        result = ex.run("import os\nprint(sorted(os.sched_getaffinity(0)))")
+        result = ex.run("import os\ntry:\n    os.sched_setaffinity(0, range(os.cpu_count()))\nexcept OSError as e:\n"
+                        "    print(e.errno)\nprint(sorted(os.sched_getaffinity(0)))")
+        numpy = ex.run("import numpy as np\nprint(round(float(np.linalg.svd(np.ones((200, 200)))[1][0])))")
     finally:
         ex.close()
-    assert result.stdout.strip() == "[0]"
+    assert result.stdout == "1\n[0]\n", result  # EPERM: it cannot widen its CPUs onto the engine's
+    assert numpy.stdout == "200\n", numpy  # threaded BLAS runs all the same
     assert os.sched_getaffinity(0) == before  # the caller keeps its CPUs
 
 
@@ -324,3 +262,143 @@ def test_pinning_to_a_cpu_the_host_lacks_is_a_clear_error():
 def test_sandbox_cpus_must_be_cpu_ids():
     with pytest.raises(ConfigError, match="sandbox.cpus"):
         load_config(overrides=["sandbox.cpus=[-1]"])
+
+
+def test_frames_are_bounded_and_checked():
+    from r1ci.sandbox.server import HEADER, MAX_FRAME, FrameError, FrameReader, send_frame
+
+    def read(payload: bytes, fds=()):
+        a, b = socket.socketpair()
+        socket.send_fds(a, [payload], list(fds)) if fds else a.sendall(payload)
+        a.close()
+        reader = FrameReader(b)
+        try:
+            while reader.feed():
+                frames = list(reader.frames())
+                if frames:
+                    return frames
+        finally:
+            reader.close()
+            b.close()
+
+    with pytest.raises(FrameError, match="announced"):
+        read(HEADER.pack(MAX_FRAME + 1) + b"{")
+    with pytest.raises(FrameError, match="not a JSON object"):
+        read(HEADER.pack(2) + b"[]")
+    with pytest.raises(FrameError, match="not JSON"):
+        read(HEADER.pack(3) + b"{{{")
+    before = len(os.listdir("/proc/self/fd"))
+    pipes = [os.pipe() for _ in range(4)]
+    with pytest.raises(FrameError, match="too many fds"):
+        read(HEADER.pack(2) + b"{}", [fd for pair in pipes for fd in pair])
+    for pair in pipes:
+        for fd in pair:
+            os.close(fd)
+    assert len(os.listdir("/proc/self/fd")) == before  # the fds that did arrive were closed
+    a, b = socket.socketpair()
+    with pytest.raises(FrameError, match="over the"):
+        send_frame(a, {"code": "x" * MAX_FRAME})
+    a.close()
+    b.close()
+
+
+def test_a_result_line_is_checked_field_by_field():
+    from r1ci.sandbox.executor import killed_reason, parse_result
+
+    good = {"exit_code": None, "signal": 99, "reason": "", "cpu_s": 0.1, "setup_error": "", "oom_kills": 0}
+    assert killed_reason(parse_result(json.dumps(good)), "", 60) == "signal:99"  # a number with no name is still named
+    for bad in ("", "{", "[1]", json.dumps({**good, "signal": "9"}), json.dumps({**good, "oom_kills": True})):
+        with pytest.raises(ValueError):
+            parse_result(bad)
+
+
+def test_a_huge_snippet_is_refused_without_running(ex):
+    from r1ci.sandbox.executor import MAX_CODE_BYTES
+
+    result = ex.run("#" * (MAX_CODE_BYTES + 1))
+    assert result.killed_reason == "code_too_large" and not result.executor_failed and result.exit_code is None
+
+
+def test_cgroup_v2_asked_for_where_it_does_not_delegate_is_a_clear_error():
+    from r1ci.sandbox import cgroups
+
+    plan, why = cgroups.plan("v2", "/nonexistent/cgroup")
+    assert plan is None and "/nonexistent/cgroup" in why
+    with pytest.raises(SandboxError, match=r"sandbox.cgroup=v2: not usable here"):
+        Executor(SandboxConfig(cgroup="v2", cgroup_parent="/nonexistent/cgroup", preload=[], warm_up=""))
+
+
+def test_without_a_cgroup_memory_is_limited_per_process():
+    with Executor(SandboxConfig(cgroup="off", memory_mb=256, preload=[], warm_up="")) as bare:
+        assert bare.isolation["cgroup"] == "off"
+        result = bare.run("blocks = [bytearray(64 << 20) for _ in range(10)]")
+        assert result.killed_reason == "memory_limit" and "MemoryError" in result.stderr
+
+
+def test_cgroup_v2_slot_writes_limits_joins_counts_and_kills(tmp_path):
+    # cgroup v2 is not delegated on the development machine: its file protocol is checked on a
+    # directory laid out like cgroupfs (the v1 path runs for real in every other sandbox test)
+    from r1ci.sandbox.cgroups import Slot
+
+    parent = tmp_path / "r1ci-1-abc"
+    group = parent / "0"
+    group.mkdir(parents=True)
+    for f in ("memory.max", "memory.swap.max", "memory.oom.group", "pids.max", "cgroup.procs", "cgroup.kill", "memory.events"):
+        (group / f).write_text("")
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    slot = Slot.create("0", {"unified": fd}, "v2", 256 << 20, 32)
+    assert (group / "cgroup.kill").read_text() == "1"  # whatever a killed fork server left in it is ended first
+    assert (group / "memory.max").read_text() == str(256 << 20) and (group / "pids.max").read_text() == "32"
+    assert (group / "memory.swap.max").read_text() == "0" and (group / "memory.oom.group").read_text() == "1"
+    slot.join()
+    assert (group / "cgroup.procs").read_text() == "0"
+    (group / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n")
+    assert slot.oom_kills() == 2
+    slot.close_fds()
+    os.close(fd)
+
+
+def test_deep_trees_are_removed_without_recursion(tmp_path):
+    from r1ci.sandbox.mounts import remove_tree
+
+    top = tmp_path / "top"
+    top.mkdir()
+    (tmp_path / "outside").write_text("keep")
+    os.symlink(tmp_path / "outside", top / "to_outside")
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(1200):  # shutil.rmtree recurses once a level and fails near 1000
+        os.mkdir("d", dir_fd=fd)
+        fd, old = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+        os.close(old)
+    os.close(os.open("file", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    os.symlink("/usr", "link", dir_fd=fd)
+    os.mkdir("closed", 0, dir_fd=fd)
+    os.close(fd)
+    assert remove_tree(str(top)) and not top.exists()
+    assert (tmp_path / "outside").read_text() == "keep"  # a link is removed, never followed
+
+
+def test_the_runs_root_is_read_only_and_holds_only_what_a_run_needs(ex):
+    from r1ci.sandbox.executor import PACKAGE_ROOT
+
+    code = ("import os, numpy, sympy, csv\n"
+            f"print([p for p in ('/usr/bin/env', '/etc/passwd', '/dev/urandom', {PACKAGE_ROOT!r}, '/home', '/run', '/var/log', '/sys', '/root/.bashrc') if os.path.exists(p)])\n"
+            "try:\n    open('/usr/x', 'w')\nexcept OSError as e:\n    print(e.strerror)")
+    result = ex.run(code)
+    assert result.stdout == "['/usr/bin/env', '/etc/passwd', '/dev/urandom']\nRead-only file system\n", result
+
+
+def test_the_runs_root_holds_interpreter_paths_under_tmp_and_closed_directories():
+    from r1ci.sandbox.mounts import root_sources
+
+    sources = root_sources(["/tmp/clone/.venv", "/tmp/clone", "/root/.pyenv/versions/3.11.7", "/usr/lib/python3"])
+    wanted = [p for p in ("/tmp/clone", "/root/.pyenv/versions/3.11.7") if os.path.exists(p)]
+    assert all(p in sources for p in wanted) and "/usr/lib/python3" not in sources and "/usr" in sources
+
+
+def test_closing_twice_never_raises():
+    executor = Executor(SandboxConfig(preload=[], warm_up=""))
+    executor.run("import os\nfor _ in range(1200):\n    os.mkdir('d')\n    os.chdir('d')")
+    executor.close()
+    executor.close()
+    assert executor.run("print(1)").killed_reason == "sandbox_error"
