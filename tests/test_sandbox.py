@@ -381,8 +381,10 @@ def test_deep_trees_are_removed_without_recursion(tmp_path):
 def test_the_runs_root_is_read_only_and_holds_only_what_a_run_needs(ex):
     from r1ci.sandbox.executor import PACKAGE_ROOT
 
+    # The checkout's own files stay out (its .venv, when it lives inside the checkout, is mounted).
+    source = f"{PACKAGE_ROOT}/r1ci"
     code = ("import os, numpy, sympy, csv\n"
-            f"print([p for p in ('/usr/bin/env', '/etc/passwd', '/dev/urandom', {PACKAGE_ROOT!r}, '/home', '/run', '/var/log', '/sys', '/root/.bashrc') if os.path.exists(p)])\n"
+            f"print([p for p in ('/usr/bin/env', '/etc/passwd', '/dev/urandom', {source!r}, '/home', '/run', '/var/log', '/sys', '/root/.bashrc') if os.path.exists(p)])\n"
             "try:\n    open('/usr/x', 'w')\nexcept OSError as e:\n    print(e.strerror)")
     result = ex.run(code)
     assert result.stdout == "['/usr/bin/env', '/etc/passwd', '/dev/urandom']\nRead-only file system\n", result
