@@ -211,7 +211,6 @@ class CurriculumConfig:
     drop_uniform_groups: bool = knob(False, "Drop groups whose rewards all agree and refill the batch (DAPO-style).")
     online_pass_rate: bool = knob(False, "Re-estimate each sample's pass rate from rollout results; groups are re-ranked at each stage change.")
     prior_rollouts: int = knob(20, "Weight of the profiled pass rate, in rollouts, when re-estimating p online (the profile's N).")
-    success_threshold: float = knob(0.5, "A reported reward at or above this counts as a correct rollout for online pass rates.")
     max_refill_rounds: int = knob(3, "With drop_uniform_groups: extra rollout rounds per step to replace dropped groups.")
 
 
