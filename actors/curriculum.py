@@ -1,7 +1,7 @@
 """The curriculum coordinator: one Ray actor that owns the RL data order and the stage.
 
 A thin shell over `r1ci.curriculum`: jobs ask it for sample ids ("task/seed/index"), rebuild
-instances from the ids through the task registry, and report each step's group rewards.
+instances from the ids through the task registry, and report each round's group results.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import ray
 
 from r1ci.config import Config, from_dict
-from r1ci.curriculum import make_sampler
+from r1ci.curriculum import GroupResult, make_sampler
 
 
 @ray.remote(num_cpus=0)
@@ -27,7 +27,7 @@ class CurriculumCoordinator:
     def refill(self, n: int) -> list[str]:
         return self.sampler.refill(n)
 
-    def report(self, results: dict[str, list[float]]) -> list[str]:
+    def report(self, results: Sequence[GroupResult]) -> list[str]:
         return self.sampler.report(results)
 
     def wants_refill(self) -> bool:

@@ -1,14 +1,15 @@
 """The learner on Ray: one `LearnerActor` per DeepSpeed rank, driven together by a `LearnerGroup`.
 
 The driver assigns ranks; rank 0 picks the rendezvous address (its node IP and a free
-port) and every rank joins before `deepspeed.initialize`. Each call sends the whole batch
-(one object-store put) to every rank; the ranks split it themselves.
+port) and every rank joins before `deepspeed.initialize`, knowing how many ranks share its
+node (their torch threads split its cores). Each call sends the whole batch (one
+object-store put) to every rank; the ranks split it themselves, evenly or not.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+from collections import Counter
 from typing import Iterator, NoReturn
 
 import ray
@@ -45,11 +46,13 @@ class LearnerActor:
 
         return node_ip(), free_port()
 
-    def setup(self, master_addr: str, master_port: int) -> None:
+    def setup(self, master_addr: str, master_port: int, ranks_on_node: int) -> int:
+        """Build this rank's `Learner`; returns its torch threads."""
         from r1ci.learner import Learner
 
         cfg, model_dir, rank, world_size = self.args
-        self.learner = Learner(cfg, model_dir, rank, world_size, master_addr, master_port)
+        self.learner = Learner(cfg, model_dir, rank, world_size, master_addr, master_port, ranks_on_node)
+        return self.learner.threads
 
     def call(self, method: str, *args):
         return getattr(self.learner, method)(*args)
@@ -68,22 +71,24 @@ class LearnerGroup:
     def __init__(self, cfg: Config, actors: list):
         self.cfg, self.actors = cfg, actors
         self.timeout_s = cfg.learner.timeout_s
+        self.threads: list[int] = []  # torch threads of each rank, once set up
 
     @classmethod
     def create(cls, cfg: Config, model_dir: str) -> LearnerGroup:
         """Start `learner.num_learners` ranks (each `learner.num_cpus`/`num_gpus`) and form the DeepSpeed group."""
         lc = cfg.learner
         n = lc.num_learners
-        env = {"OMP_NUM_THREADS": str(lc.threads)} if lc.threads else {}
-        actors = [
-            LearnerActor.options(num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, runtime_env={"env_vars": env} if env else None).remote(
-                cfg, model_dir, rank, n)
-            for rank in range(n)
-        ]
+        # Ray starts its workers at nice 15, under which any busy process of normal priority on
+        # the node takes nearly all the CPU a learner rank reserved: ranks run at nice 0.
+        env = {"env_vars": {"RAY_worker_niceness": "0"}}
+        actors = [LearnerActor.options(num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, runtime_env=env).remote(cfg, model_dir, rank, n)
+                  for rank in range(n)]
         group = cls(cfg, actors)
-        addr, port = group._wait([actors[0].rendezvous.remote()], "rendezvous")[0]
-        group._wait([a.setup.remote(addr, port) for a in actors], "setup")
-        log.info("learner group of %d ranks formed at %s:%d", n, addr, port)
+        places = group._wait([a.rendezvous.remote() for a in actors], "rendezvous")
+        addr, port = places[0]
+        per_node = Counter(ip for ip, _ in places)
+        group.threads = group._wait([a.setup.remote(addr, port, per_node[ip]) for a, (ip, _) in zip(actors, places)], "setup")
+        log.info("learner group of %d ranks formed at %s:%d (torch threads per rank: %s)", n, addr, port, group.threads)
         return group
 
     # ------------------------------------------------------------------ plumbing
@@ -112,37 +117,25 @@ class LearnerGroup:
             f"resume the job from its last checkpoint (--resume)."
         ) from exc
 
-    def _all(self, method: str, trajectories: list[Trajectory], divisible: bool) -> list:
-        n = len(self.actors)
+    def _all(self, method: str, trajectories: list[Trajectory]) -> list:
         if not trajectories:
             raise ValueError(f"{method}: empty batch of trajectories")
-        if divisible and len(trajectories) % n:
-            raise ValueError(
-                f"{method}: a batch of {len(trajectories)} trajectories cannot be split evenly over {n} learner ranks; "
-                f"make run.prompts_per_step * algorithm.group_size a multiple of learner.num_learners"
-            )
         ref = ray.put(trajectories)
         return self._wait([a.call.remote(method, ref) for a in self.actors], method)
-
-    def _padded(self, trajectories: list[Trajectory]) -> list[Trajectory]:
-        """Pad to a multiple of the rank count with loss-free copies (they count in no mean)."""
-        extra = -len(trajectories) % len(self.actors)
-        pad = [dataclasses.replace(trajectories[-1], loss_mask=[0] * len(trajectories[-1].loss_mask)) for _ in range(extra)]
-        return list(trajectories) + pad
 
     # ------------------------------------------------------------------ the learner's API
 
     def train_step(self, trajectories: list[Trajectory]) -> dict[str, float]:
-        """One RL update on the batch (sharded evenly over ranks); whole-batch metrics."""
-        return self._all("train_step", trajectories, divisible=True)[0]
+        """One RL update on the batch (sharded over ranks, shares differing by at most one); whole-batch metrics."""
+        return self._all("train_step", trajectories)[0]
 
     def sft_step(self, trajectories: list[Trajectory]) -> dict[str, float]:
         """One SFT optimizer step (masked NLL) on the batch; the loss is nats per model token."""
-        return self._all("sft_step", trajectories, divisible=True)[0]
+        return self._all("sft_step", trajectories)[0]
 
     def eval_loss(self, trajectories: list[Trajectory]) -> float:
         """Masked NLL of the batch (nats per model token), no update."""
-        return self._all("eval_loss", self._padded(trajectories), divisible=True)[0]
+        return self._all("eval_loss", trajectories)[0]
 
     def set_lr(self, lr: float) -> None:
         """Learning rate of the next optimizer steps on every rank (jobs/sft.py's schedule)."""
@@ -150,8 +143,8 @@ class LearnerGroup:
 
     def compute_logprobs(self, trajectories: list[Trajectory]) -> list[list[float]]:
         """Current-policy logprobs per response token (0.0 on interpreter tokens), in batch order."""
-        per_rank = self._all("compute_logprobs", self._padded(trajectories), divisible=True)
-        return [lp for shard in per_rank for lp in shard][: len(trajectories)]
+        per_rank = self._all("compute_logprobs", trajectories)
+        return [lp for shard in per_rank for lp in shard]
 
     def publish_weights(self, version: int) -> Iterator[ray.ObjectRef]:
         """Put the current weights into the object store once, as `learner.sync_bucket_mb` buckets

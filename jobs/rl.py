@@ -36,8 +36,8 @@ from r1ci.models import resolve_model
 from r1ci.rollout import RolloutRequest, sampling_from_config
 from r1ci.tasks import generate_instances, get_task
 from r1ci.tasks.base import Instance
-from r1ci.curriculum import read_pass_rates
-from r1ci.trajectory import Trajectory
+from r1ci.curriculum import group_results, read_pass_rates
+from r1ci.trajectory import STOP_ERROR, Trajectory
 
 log = logging.getLogger("r1ci.rl")
 
@@ -106,19 +106,17 @@ class RLJob:
                 out.append(RolloutRequest(self.samples[sid], group, self.cfg.tasks.prompt_style, sampling))
         return out
 
-    def rollout_and_score(self, sample_ids: list[str], step: int, round_: int) -> list[Trajectory]:
-        """Steps 2 and 3 for some prompts: rollouts, rewards, and the coordinator told the
-        outcomes; returns the trajectories of the groups worth training on (all of them,
-        or with `curriculum.drop_uniform_groups` those whose rewards differ)."""
+    def rollout_and_score(self, sample_ids: list[str], step: int, round_: int) -> tuple[list[Trajectory], int]:
+        """Steps 2 and 3 for some prompts: rollouts, rewards, and the coordinator told each
+        group's outcomes (without the trajectories the engine or executor failed); returns
+        the trajectories of the groups worth training on (all of them, or with
+        `curriculum.drop_uniform_groups` those whose rewards differ) and how many failed."""
         trajs = self.generators.rollout(self.requests(sample_ids, step, round_), self.version)
         for traj in trajs:
             inst = self.samples[traj.sample_id]
             rewards.assign(traj, rewards.score(traj, get_task(traj.task), inst, self.cfg.reward, self.cfg.protocol))
-        results: dict[str, list[float]] = {}
-        for traj in trajs:
-            results.setdefault(traj.sample_id, []).append(float(traj.correct))
-        keep = set(ray.get(self.coordinator.report.remote(results), timeout=60))
-        return [t for t in trajs if t.sample_id in keep]
+        keep = set(ray.get(self.coordinator.report.remote(group_results(trajs)), timeout=60))
+        return [t for t in trajs if t.group_id in keep], sum(t.stop_reason == STOP_ERROR for t in trajs)
 
     def step(self, step: int) -> dict[str, float]:
         t: dict[str, float] = {}
@@ -129,17 +127,19 @@ class RLJob:
         # 3. Each is scored (task verifier + format and turn terms); the coordinator gets the
         #    per-sample outcomes and may drop groups whose rewards all agree, to be refilled.
         with timed(t, "generation"):
-            trajs = self.rollout_and_score(sample_ids, step, 0)
+            trajs, failed = self.rollout_and_score(sample_ids, step, 0)
             for round_ in range(1, self.cfg.curriculum.max_refill_rounds + 1):
                 missing = self.cfg.run.prompts_per_step - len({x.group_id for x in trajs})
                 if missing <= 0 or not self.cfg.curriculum.drop_uniform_groups:
                     break
                 refill = ray.get(self.coordinator.refill.remote(missing), timeout=60)
-                trajs += self.rollout_and_score(refill, step, round_)
+                more, more_failed = self.rollout_and_score(refill, step, round_)
+                trajs, failed = trajs + more, failed + more_failed
         if not trajs:
             log.warning("step %d: every group's rewards agreed; nothing to train on", step)
             return {}
-        # 4. The learner computes advantages and takes its optimizer step(s).
+        # 4. The learner computes advantages and takes its optimizer step(s); it leaves out the
+        #    failed trajectories and skips a batch with nothing to learn (all advantages zero).
         with timed(t, "learner"):
             try:
                 learner_metrics = self.learners.train_step(trajs)
@@ -161,6 +161,7 @@ class RLJob:
             "curriculum/pool_size": stage["pool_size"],
             "generation/tokens_per_s": sum(len(x.response_ids) for x in trajs) / max(t["time/generation_s"], 1e-9),
             "generation/engine_tokens_per_s": gen_stats["tokens_per_s"],
+            "rollout/failed": failed,
             "weights/version": self.version,
         }
         histograms = {"pass_rate": list(group_pass_rates(trajs).values()), "code_calls": [x.code_calls for x in trajs]}

@@ -1,4 +1,4 @@
-"""RL math of r1ci: advantage estimators, the clipped policy loss, KL estimators, entropy.
+"""RL math of r1ci: advantage estimators, the clipped policy loss, KL estimators, token logprobs.
 
 Pure functions over right-padded token tensors `[B, T]` (B sequences, T response
 positions) and a `mask` that is 1 on model-written tokens and 0 on prompt, interpreter
@@ -71,11 +71,16 @@ def kl_k2(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     return 0.5 * (logprobs - ref_logprobs) ** 2
 
 
+K3_LOG_RATIO_CLAMP = 20.0  # verl's low_var_kl: the log ratio is clamped to +-20 before exp ...
+K3_CLAMP = 10.0  # ... and the estimate to +-10, so one token far from the reference cannot dominate
+
+
 @register_kl("k3")
 def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
-    """Per-token pi_ref/pi - 1 - log(pi_ref/pi) (Schulman's k3, GRPO's KL): unbiased, >= 0. [B, T]."""
-    log_ratio = (ref_logprobs - logprobs).clamp(-20.0, 20.0)
-    return torch.exp(log_ratio) - 1.0 - log_ratio
+    """Per-token pi_ref/pi - 1 - log(pi_ref/pi) (Schulman's k3, GRPO's KL): unbiased, >= 0,
+    clamped to [-10, 10] as verl's low_var_kl (an unclamped exp(20) would swamp the loss). [B, T]."""
+    log_ratio = (ref_logprobs - logprobs).clamp(-K3_LOG_RATIO_CLAMP, K3_LOG_RATIO_CLAMP)
+    return (torch.exp(log_ratio) - 1.0 - log_ratio).clamp(-K3_CLAMP, K3_CLAMP)
 
 
 def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str) -> Tensor:
@@ -85,28 +90,23 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str) -> Tensor
     return KL_ESTIMATORS[estimator](logprobs, ref_logprobs)
 
 
-def log_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """log_softmax(logits / temperature) in fp32, [..., V]: the formula the generation engines use
-    for sampling logprobs, so learner and engine logprobs agree."""
+def logprobs_and_entropy(logits: Tensor, tokens: Tensor, temperature: float = 1.0,
+                         entropy_grad: bool = False) -> tuple[Tensor, Tensor]:
+    """log_softmax(logits / temperature) of the taken tokens and the entropy of each
+    distribution, both in fp32 (the formula the generation engines use for their sampling
+    logprobs, so learner and engine agree). logits [..., V], tokens [...] -> two [...] nats.
+
+    Only the scaled fp32 logits are kept for backward (no separate log-softmax tensor);
+    the entropy carries a gradient only with `entropy_grad` (an entropy bonus).
+    """
     logits = logits.float()
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
-    return torch.log_softmax(logits, dim=-1)
-
-
-def entropy_from_logprobs(logp: Tensor) -> Tensor:
-    """Entropy of each next-token distribution given its log-probabilities: [B, T, V] -> [B, T] nats."""
-    return -(logp.exp() * logp).sum(-1)
-
-
-def entropy_from_logits(logits: Tensor) -> Tensor:
-    """Entropy of the next-token distribution at each position: [B, T, V] -> [B, T] nats."""
-    return entropy_from_logprobs(log_softmax(logits))
-
-
-def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
-    """log_softmax(logits / temperature) of the taken tokens: [B, T, V], [B, T] -> [B, T] nats."""
-    return log_softmax(logits, temperature).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    lse = torch.logsumexp(logits, dim=-1)
+    logprobs = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - lse
+    with torch.enable_grad() if entropy_grad else torch.no_grad():
+        entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    return logprobs, entropy
 
 
 # ---------------------------------------------------------------------------- advantages
@@ -116,7 +116,7 @@ def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> 
 class AdvantageEstimator:
     fn: Callable[..., tuple[Tensor, Tensor]]
     needs_values: bool  # the learner adds a value head and passes `values`
-    kl_in_reward: bool  # KL to the reference is a per-token reward, not a loss term
+    kl_in_reward: bool  # KL to the reference (k1) is a per-token reward, not a loss term: the estimator takes logprobs and ref_logprobs
 
 
 ADVANTAGES: dict[str, AdvantageEstimator] = {}
@@ -185,19 +185,34 @@ def grpo_advantages(
     return scores[:, None] * mask, rewards[:, None] * mask
 
 
-@register_advantage("reinforce_pp", kl_in_reward=True)
-def reinforce_pp_advantages(
-    rewards: Tensor, mask: Tensor, kl: Tensor | None = None, kl_coef: float = 0.0, gamma: float = 1.0, **_
-) -> tuple[Tensor, Tensor]:
-    """REINFORCE++: token rewards = reward on the last model token - kl_coef * kl per token,
-    discounted return-to-go over model tokens, then whitened over the whole batch's tokens.
+def penalized_token_rewards(rewards: Tensor, mask: Tensor, logprobs: Tensor | None, ref_logprobs: Tensor | None,
+                            kl_coef: float) -> Tensor:
+    """Each sequence's reward on its last model token, minus kl_coef * k1 on every model token. [B, T].
 
-    rewards [B], mask [B, T], kl [B, T] (per-token KL to the reference, or None).
-    Returns (advantages, returns) [B, T].
+    k1 = log pi - log pi_ref, as verl puts in the reward: its expectation is the KL, and as a
+    reward its score-function gradient is the KL's gradient. k3 there would give a tiny
+    fraction of it near the reference (k3 is second order in the log ratio).
+    rewards [B], mask [B, T], logprobs and ref_logprobs [B, T] (or None: no penalty).
     """
     token_rewards = last_token_rewards(rewards, mask)
-    if kl is not None and kl_coef:
-        token_rewards = token_rewards - kl_coef * kl * mask
+    if logprobs is not None and ref_logprobs is not None and kl_coef:
+        token_rewards = token_rewards - kl_coef * kl_k1(logprobs, ref_logprobs) * mask
+    return token_rewards
+
+
+@register_advantage("reinforce_pp", kl_in_reward=True)
+def reinforce_pp_advantages(
+    rewards: Tensor, mask: Tensor, logprobs: Tensor | None = None, ref_logprobs: Tensor | None = None,
+    kl_coef: float = 0.0, gamma: float = 1.0, **_
+) -> tuple[Tensor, Tensor]:
+    """REINFORCE++: token rewards (`penalized_token_rewards`: the reward on the last model token,
+    - kl_coef * k1 per token), discounted return-to-go over model tokens, then whitened over
+    the whole batch's tokens.
+
+    rewards [B], mask [B, T], logprobs / ref_logprobs [B, T] (policy before the update and
+    reference, or None). Returns (advantages, returns) [B, T].
+    """
+    token_rewards = penalized_token_rewards(rewards, mask, logprobs, ref_logprobs, kl_coef)
     returns = discounted_returns(token_rewards, mask, gamma)
     return masked_whiten(returns, mask), returns
 
@@ -207,7 +222,8 @@ def gae_advantages(
     rewards: Tensor,
     mask: Tensor,
     values: Tensor,
-    kl: Tensor | None = None,
+    logprobs: Tensor | None = None,
+    ref_logprobs: Tensor | None = None,
     kl_coef: float = 0.0,
     gamma: float = 1.0,
     lam: float = 1.0,
@@ -215,14 +231,12 @@ def gae_advantages(
 ) -> tuple[Tensor, Tensor]:
     """PPO's generalized advantage estimation over model tokens (interpreter tokens are skipped).
 
-    delta_t = r_t + gamma * V(next model token) - V_t (V after the last token is 0);
-    A_t = delta_t + gamma * lam * A(next model token); returns = A + V; A is then whitened
-    over the batch. rewards [B], mask [B, T], values [B, T], kl [B, T] or None.
-    Returns (advantages, returns) [B, T].
+    Token rewards as `penalized_token_rewards`; delta_t = r_t + gamma * V(next model token) - V_t
+    (V after the last token is 0); A_t = delta_t + gamma * lam * A(next model token);
+    returns = A + V; A is then whitened over the batch. rewards [B], mask [B, T],
+    values [B, T], logprobs / ref_logprobs [B, T] or None. Returns (advantages, returns) [B, T].
     """
-    token_rewards = last_token_rewards(rewards, mask)
-    if kl is not None and kl_coef:
-        token_rewards = token_rewards - kl_coef * kl * mask
+    token_rewards = penalized_token_rewards(rewards, mask, logprobs, ref_logprobs, kl_coef)
     values = values.float() * mask
     B, T = mask.shape
     adv = torch.zeros_like(token_rewards)
@@ -279,23 +293,39 @@ def policy_loss(
     clip_ratio: float = 0.2,
     loss_agg: str = "token_mean",
     normalizer: float | None = None,
+    clip_ratio_high: float | None = None,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """PPO's clipped surrogate, per token: max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)).
+    """PPO's clipped surrogate, per token: max(-A * ratio, -A * clip(ratio, 1 - eps_low, 1 + eps_high)).
 
-    All inputs [B, T]; ratio = exp(logprobs - old_logprobs). Returns the aggregated loss and
-    masked-mean stats: clip_frac (share of tokens where clipping was active) and
-    approx_kl (k3 of old vs new policy).
+    All inputs [B, T]; ratio = exp(logprobs - old_logprobs); eps_low = clip_ratio, eps_high =
+    clip_ratio_high (DAPO's clip-higher: an unlikely token may rise further) or clip_ratio.
+    `weights` [B, T] (no gradient; e.g. `truncated_is_weights`) multiply each token's loss.
+    Returns the aggregated loss and masked-mean stats: clip_frac (share of tokens where
+    clipping was active) and approx_kl (k3 of old vs new policy).
     """
-    log_ratio = (logprobs - old_logprobs).clamp(-20.0, 20.0)
+    high = clip_ratio if clip_ratio_high is None else clip_ratio_high
+    log_ratio = (logprobs - old_logprobs).clamp(-K3_LOG_RATIO_CLAMP, K3_LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
-    clipped = -advantages * ratio.clamp(1.0 - clip_ratio, 1.0 + clip_ratio)
+    clipped = -advantages * ratio.clamp(1.0 - clip_ratio, 1.0 + high)
     per_token = torch.maximum(unclipped, clipped)
+    if weights is not None:
+        per_token = per_token * weights.detach()
     stats = {
         "clip_frac": masked_mean((clipped > unclipped).float(), mask),
         "approx_kl": masked_mean(kl_k3(logprobs, old_logprobs), mask),
     }
     return aggregate(per_token, mask, loss_agg, normalizer), stats
+
+
+def truncated_is_weights(old_logprobs: Tensor, sampling_logprobs: Tensor, cap: float) -> Tensor:
+    """Truncated importance weights min(pi_old / pi_sampling, cap) per token (TIS, as TRL and verl
+    offer): they correct the policy gradient for the engine's sampling distribution differing
+    from the learner's (bf16, other kernels) without letting one token's weight explode.
+    [B, T] logprobs (nats) -> [B, T], no gradient."""
+    log_ratio = (old_logprobs - sampling_logprobs).detach().clamp(-K3_LOG_RATIO_CLAMP, K3_LOG_RATIO_CLAMP)
+    return torch.exp(log_ratio).clamp(max=cap)
 
 
 def value_loss(

@@ -171,34 +171,40 @@ class AlgorithmConfig:
     advantage: str = knob("grpo", "Advantage estimator: grpo, reinforce_pp or gae (PPO; adds a value head).", choices=("grpo", "reinforce_pp", "gae"))
     group_size: int = knob(8, "Rollouts per prompt (G), the group GRPO normalizes over.", gt=0)
     norm_adv_by_std: bool = knob(True, "Divide group-centred rewards by their std (false gives Dr.GRPO).")
-    clip_ratio: float = knob(0.2, "PPO clip range for the importance ratio.")
+    clip_ratio: float = knob(0.2, "PPO clip range of the importance ratio: [1 - clip_ratio, 1 + clip_ratio], or up to 1 + clip_ratio_high.", gt=0, lt=1)
+    clip_ratio_high: float = knob(0.0, "Upper clip range (DAPO's clip-higher, e.g. 0.28, lets unlikely tokens rise further); 0 uses clip_ratio, the paper's symmetric clip.", ge=0)
     loss_agg: str = knob("token_mean", "Policy-loss aggregation: token_mean or seq_mean.", choices=("token_mean", "seq_mean"))
-    kl_coef: float = knob(0.001, "Weight of the KL penalty to the reference policy; 0 disables the reference model.")
-    kl_estimator: str = knob("k3", "KL estimator: k1, k2 or k3 (low variance).", choices=("k1", "k2", "k3"))
-    entropy_coef: float = knob(0.0, "Weight of the entropy bonus.")
+    kl_coef: float = knob(0.001, "Weight of the KL penalty to the reference policy; 0 turns the KL off (no reference model, no reference pass).", ge=0)
+    kl_estimator: str = knob("k3", "KL estimator of the loss-side penalty (grpo): k1, k2 or k3 (low variance; clamped to [-10, 10] as in verl). reinforce_pp and gae put k1 in the reward instead, whose gradient is the KL's.", choices=("k1", "k2", "k3"))
+    entropy_coef: float = knob(0.0, "Weight of the entropy bonus.", ge=0)
     gamma: float = knob(1.0, "Discount for GAE and REINFORCE++ returns.")
     lam: float = knob(1.0, "GAE lambda.")
     value_clip: float = knob(0.2, "Value-function clip range (gae only).")
     value_coef: float = knob(0.5, "Weight of the value loss (gae only).")
-    ppo_epochs: int = knob(1, "Passes over each batch of trajectories.", gt=0)
-    old_logprobs: str = knob("recompute", "Old-policy logprobs for the PPO ratio: recompute (the learner's own, before the first epoch) or sampling (the engine's, from the rollout).", choices=("recompute", "sampling"))
+    ppo_epochs: int = knob(1, "Passes over each batch of trajectories; later epochs take the first epoch's own logprobs as the old policy (no extra pass).", gt=0)
+    old_logprobs: str = knob("recompute", "Old-policy logprobs for the PPO ratio: recompute (the learner's own, before its first update) or sampling (the engine's, from the rollout; needs sampling.top_p 1).", choices=("recompute", "sampling"))
+    rollout_correction: bool = knob(False, "Truncated importance sampling: weight each token's loss by min(pi_learner / pi_engine, rollout_correction_cap), so an engine whose logprobs drift from the learner's (bf16, other kernels) cannot bias training silently; off as in TRL and verl.")
+    rollout_correction_cap: float = knob(2.0, "Cap of the truncated importance weight (rollout_correction).", gt=0)
+    drop_void_turns: bool = knob(False, "Train on no trajectory with a void turn (neither a complete code block nor a final answer; SimpleTIR): its tokens get zero weight; it still counts in its group's baseline and in the pass rates.")
 
 
 @dataclass
 class LearnerConfig:
-    num_learners: int = knob(1, "DeepSpeed data-parallel ranks, one Ray actor each.", gt=0)
+    num_learners: int = knob(1, "DeepSpeed data-parallel ranks, one Ray actor each; a batch that does not split evenly is spread with shares differing by one.", gt=0)
     num_cpus: float = knob(1.0, "CPUs Ray reserves per learner actor.")
     num_gpus: float = knob(0.0, "GPUs Ray reserves per learner actor (1 on a GPU cluster).")
     zero_stage: int = knob(2, "DeepSpeed ZeRO stage: 1, 2 or 3.", choices=(1, 2, 3))
     lr: float = knob(1e-6, "Peak learning rate (AdamW).", gt=0)
     weight_decay: float = knob(0.0, "AdamW weight decay.")
     warmup_steps: int = knob(0, "Linear learning-rate warm-up steps.")
-    micro_batch_size: int = knob(4, "Sequences per forward/backward on one rank.", gt=0)
+    micro_batch_size: int = knob(4, "Most sequences per forward/backward on one rank.", gt=0)
+    micro_batch_tokens: int = knob(0, "Token budget per micro-batch: sequences x the longest one's prompt + response tokens (similar lengths go together, each micro-batch padded to its own longest); 0: only micro_batch_size limits.", ge=0)
+    logits_chunk_tokens: int = knob(2048, "Model tokens whose [tokens, vocab] logits are computed at once; a micro-batch with more is split into chunks recomputed in backward, so memory holds one chunk, never the whole fp32 [batch, tokens, vocab] tensor.", gt=0)
     grad_clip: float = knob(1.0, "Global gradient-norm clip.")
     gradient_checkpointing: bool = knob(False, "Trade compute for memory in the policy forward.")
     sync_bucket_mb: int = knob(64, "Weight-sync bucket size in the object store, MiB.", gt=0)
     timeout_s: float = knob(3600.0, "Seconds one learner call (a step, a save) may take before the learner group is declared failed.")
-    threads: int = knob(0, "Torch threads per learner; 0 leaves Ray's default (1).")
+    threads: int = knob(0, "Torch threads per learner rank; 0: the CPUs it reserves (rounded up), and on a CPU-only node all cores shared among the node's learner ranks, since generation is idle during a synchronous learner step.", ge=0)
 
 
 @dataclass
@@ -211,7 +217,6 @@ class CurriculumConfig:
     drop_uniform_groups: bool = knob(False, "Drop groups whose rewards all agree and refill the batch (DAPO-style).")
     online_pass_rate: bool = knob(False, "Re-estimate each sample's pass rate from rollout results; groups are re-ranked at each stage change.")
     prior_rollouts: int = knob(20, "Weight of the profiled pass rate, in rollouts, when re-estimating p online (the profile's N).")
-    success_threshold: float = knob(0.5, "A reported reward at or above this counts as a correct rollout for online pass rates.")
     max_refill_rounds: int = knob(3, "With drop_uniform_groups: extra rollout rounds per step to replace dropped groups.")
 
 
@@ -416,6 +421,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"curriculum.stage_bounds: need numbers in [0, 1], highest first, got {bounds}")
     if cfg.algorithm.group_size < 2 and cfg.algorithm.advantage == "grpo":
         raise ConfigError("algorithm.group_size: GRPO needs at least 2 rollouts per prompt")
+    _validate_algorithm(cfg)
     if len(cfg.profile.temperatures) != cfg.profile.samples_per_style:
         raise ConfigError(f"profile.temperatures: need one temperature per sample ({cfg.profile.samples_per_style}), got {cfg.profile.temperatures}")
     if any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in cfg.sandbox.cpus):
@@ -444,6 +450,20 @@ def _validate_eval(cfg: Config) -> None:
         raise ConfigError(f"eval.samples: need 0 or more sampled answers, and at least one answer per instance (eval.greedy true or eval.samples > 0), got {ev.samples}")
     if any(not isinstance(m, str) or not m.strip() for m in ev.models):
         raise ConfigError(f"eval.models: need strings 'name=path' or paths, got {ev.models}")
+
+
+def _validate_algorithm(cfg: Config) -> None:
+    """Combinations of algorithm, sampling and learner knobs that would train on a wrong ratio."""
+    ac = cfg.algorithm
+    if ac.old_logprobs == "sampling" and cfg.sampling.top_p < 1.0:
+        raise ConfigError(
+            f"algorithm.old_logprobs: 'sampling' takes the engine's logprobs of the top-p truncated distribution "
+            f"(sampling.top_p={cfg.sampling.top_p:g}) while the learner's cover the whole vocabulary, so the ratio would "
+            f"start at the nucleus mass; use old_logprobs: recompute or sampling.top_p: 1"
+        )
+    if ac.rollout_correction and ac.old_logprobs == "sampling":
+        raise ConfigError("algorithm.rollout_correction: with old_logprobs 'sampling' the ratio is already taken against the "
+                          "engine's logprobs; use old_logprobs: recompute with rollout_correction")
 
 
 def get_key(cfg: Any, dotted: str) -> Any:

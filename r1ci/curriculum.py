@@ -9,11 +9,13 @@ re-estimate pass rates online, and save their whole state for RL checkpoints. Pu
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from r1ci.config import Config, CurriculumConfig
 from r1ci.errors import MissingInput
+from r1ci.trajectory import STOP_ERROR, Trajectory
 
 
 def improvement_potential(p: float) -> float:
@@ -50,9 +52,31 @@ def partition_stages(potentials: dict[str, float], bounds: Sequence[float] = (0.
     return stages
 
 
-def informative_groups(results: dict[str, list[float]]) -> list[str]:
-    """Sample ids whose group rewards do not all agree (a group that agrees has zero advantage)."""
-    return [sid for sid, values in results.items() if values and max(values) - min(values) > 1e-9]
+@dataclass(frozen=True)
+class GroupResult:
+    """One group's outcome as the coordinator sees it: the G rollouts of one sample in one round."""
+
+    group_id: str
+    sample_id: str
+    rewards: tuple[float, ...]  # what the filter compares: the group's advantages come from these
+    correct: tuple[bool, ...]  # what the pass rates count
+
+
+def group_results(trajectories: list[Trajectory]) -> list[GroupResult]:
+    """One result per group (so a sample drawn twice in a round is two groups), in first-seen
+    order. Trajectories that ended because the engine or executor failed (stop reason
+    "error") say nothing about the sample and are left out; a group of only those is none."""
+    groups: dict[str, list[Trajectory]] = {}
+    for t in trajectories:
+        if t.stop_reason != STOP_ERROR:
+            groups.setdefault(t.group_id, []).append(t)
+    return [GroupResult(g, ts[0].sample_id, tuple(float(t.reward) for t in ts), tuple(bool(t.correct) for t in ts))
+            for g, ts in groups.items()]
+
+
+def informative_groups(results: Sequence[GroupResult]) -> list[str]:
+    """Ids of the groups whose rewards do not all agree (a group that agrees has zero advantage)."""
+    return [r.group_id for r in results if r.rewards and max(r.rewards) - min(r.rewards) > 1e-9]
 
 
 def read_pass_rates(path: str | Path) -> dict[str, float]:
@@ -94,7 +118,7 @@ class CurriculumSampler:
     Stage k (k = step // steps_per_stage) draws from the union of groups 0..k; groups come
     from `partition_stages` over the profiled potentials (a sample without a pass rate is
     treated as p = 0.5, the highest potential). Per step: `next_batch(n)` starts the step,
-    `report(results)` records each sample's group rewards and returns the informative ids,
+    `report(results)` records each group's outcomes and returns the informative group ids,
     `refill(n)` draws more ids for the same step when groups were dropped.
     """
 
@@ -190,17 +214,15 @@ class CurriculumSampler:
         """True when groups whose rewards all agree are dropped and the batch refilled (DAPO)."""
         return self.cfg.drop_uniform_groups
 
-    def report(self, results: dict[str, list[float]]) -> list[str]:
-        """Record one step's group results {sample_id: [reward or correctness per rollout]}.
-
-        A value >= `success_threshold` counts as a correct rollout (for online pass rates).
-        Returns the ids to train on: all of them, or with `drop_uniform_groups` only those
-        whose rewards do not all agree.
+    def report(self, results: Sequence[GroupResult]) -> list[str]:
+        """Record one round's group results (`group_results`): every rollout counts towards its
+        sample's pass rate (correct or not). Returns the ids of the groups to train on: all
+        of them, or with `drop_uniform_groups` only those whose rewards do not all agree.
         """
-        for sid, values in results.items():
-            n, k = self.stats.get(sid, (0, 0))
-            self.stats[sid] = [n + len(values), k + sum(v >= self.cfg.success_threshold for v in values)]
-        return informative_groups(results) if self.cfg.drop_uniform_groups else list(results)
+        for r in results:
+            n, k = self.stats.get(r.sample_id, (0, 0))
+            self.stats[r.sample_id] = [n + len(r.correct), k + sum(r.correct)]
+        return informative_groups(results) if self.cfg.drop_uniform_groups else [r.group_id for r in results]
 
     def stage_info(self) -> dict[str, Any]:
         """Where the schedule is: step, stage, pool size, group sizes, mean estimated pass rate."""

@@ -7,7 +7,9 @@ import pytest
 from r1ci.config import Config, CurriculumConfig
 from r1ci.curriculum import (
     CurriculumSampler,
+    GroupResult,
     UniformSampler,
+    group_results,
     improvement_potential,
     informative_groups,
     make_sampler,
@@ -15,6 +17,17 @@ from r1ci.curriculum import (
     sample_ids,
     task_of,
 )
+from r1ci.trajectory import STOP_ANSWER, STOP_ERROR, Trajectory
+
+
+def results(groups: dict[str, list[float]], correct_at: float = 1.0) -> list[GroupResult]:
+    """One group per sample id, rewards as given, correct where the reward reaches `correct_at`."""
+    return [GroupResult(f"0:0:{k}:{sid}", sid, tuple(r), tuple(x >= correct_at for x in r)) for k, (sid, r) in enumerate(groups.items())]
+
+
+def rollout(sample: str, group: str, reward: float, correct: bool, stop: str = STOP_ANSWER) -> Trajectory:
+    return Trajectory(task=task_of(sample), sample_id=sample, group_id=group, prompt_ids=[1], reward=reward,
+                      correct=correct, stop_reason=stop)
 
 
 def test_improvement_potential_peaks_at_half():
@@ -79,29 +92,60 @@ def test_task_balanced_batches_alternate_tasks():
 
 
 def test_uniform_groups_are_dropped_and_refilled():
-    assert informative_groups({"a": [1.0, 1.0], "b": [0.0, 1.1], "c": [0.1, 0.1], "d": []}) == ["b"]
+    assert informative_groups(results({"a": [1.0, 1.0], "b": [0.0, 1.1], "c": [0.1, 0.1], "d": []})) == ["0:0:1:b"]
     s = CurriculumSampler(IDS, _cfg(drop_uniform_groups=True, steps_per_stage=100), seed=0)
-    assert s.wants_refill
     s.next_batch(2)
-    assert s.report({"t1/0/0": [1.1, 1.1], "t1/0/1": [1.1, 0.1]}) == ["t1/0/1"]
+    assert s.report(results({"t1/0/0": [1.1, 1.1], "t1/0/1": [1.1, 0.1]})) == ["0:0:1:t1/0/1"]
     step = s.step
     assert len(s.refill(3)) == 3 and s.step == step  # a refill belongs to the same step
     keep_all = CurriculumSampler(IDS, _cfg(steps_per_stage=100), seed=0)
-    assert not keep_all.wants_refill
-    assert keep_all.report({"t1/0/0": [1.0, 1.0]}) == ["t1/0/0"]
+    assert keep_all.report(results({"t1/0/0": [1.0, 1.0]})) == ["0:0:0:t1/0/0"]
+
+
+def test_the_filter_compares_rewards_not_correctness():
+    # All wrong, but one rollout was well formed (+0.1) and one not (-0.1): GRPO gives them
+    # non-zero advantages, so the group is informative and must be kept.
+    wrong_but_different = [rollout("t1/0/0", "g", 0.1, False), rollout("t1/0/0", "g", -0.1, False)]
+    right_alike = [rollout("t1/0/1", "h", 1.1, True), rollout("t1/0/1", "h", 1.1, True)]
+    s = CurriculumSampler(IDS, _cfg(drop_uniform_groups=True, online_pass_rate=True, prior_rollouts=0), seed=0)
+    s.next_batch(2)
+    assert s.report(group_results(wrong_but_different + right_alike)) == ["g"]
+    assert s.pass_rate("t1/0/0") == 0.0 and s.pass_rate("t1/0/1") == 1.0  # pass rates count correctness
+
+
+def test_a_sample_drawn_twice_in_a_round_forms_two_groups():
+    trajs = [rollout("t1/0/0", "0:0:0:t1/0/0", 1.1, True), rollout("t1/0/0", "0:0:0:t1/0/0", -0.1, False),
+             rollout("t1/0/0", "0:0:1:t1/0/0", 1.1, True), rollout("t1/0/0", "0:0:1:t1/0/0", 1.1, True)]
+    groups = group_results(trajs)
+    assert [(g.group_id, g.rewards) for g in groups] == [("0:0:0:t1/0/0", (1.1, -0.1)), ("0:0:1:t1/0/0", (1.1, 1.1))]
+    s = CurriculumSampler(IDS, _cfg(drop_uniform_groups=True, online_pass_rate=True, prior_rollouts=0), seed=0)
+    s.next_batch(2)
+    assert s.report(groups) == ["0:0:0:t1/0/0"]  # only the first draw's group is informative
+    assert s.stats["t1/0/0"] == [4, 3]
+
+
+def test_failed_rollouts_count_in_no_pass_rate():
+    trajs = [rollout("t1/0/0", "g", 1.1, True), rollout("t1/0/0", "g", 0.0, False, stop=STOP_ERROR),
+             rollout("t1/0/1", "h", -0.1, False, stop=STOP_ERROR)]
+    groups = group_results(trajs)
+    assert [(g.group_id, g.correct) for g in groups] == [("g", (True,))]  # h failed entirely: no result at all
+    s = CurriculumSampler(IDS, _cfg(online_pass_rate=True, prior_rollouts=0), seed=0)
+    s.next_batch(2)
+    s.report(groups)
+    assert s.stats == {"t1/0/0": [1, 1]} and s.pass_rate("t1/0/0") == 1.0
 
 
 def test_online_pass_rates_move_solved_samples_out_of_the_pool():
     cfg = _cfg(online_pass_rate=True, prior_rollouts=4, steps_per_stage=1)
     s = CurriculumSampler(["a/0/0", "a/0/1"], cfg, seed=0)  # no profile: both p=0.5, stage 0
     s.next_batch(2)
-    s.report({"a/0/0": [1.0] * 16, "a/0/1": [1.0, 0.0] * 8})
+    s.report(results({"a/0/0": [1.0] * 16, "a/0/1": [1.0, 0.0] * 8}))
     assert s.pass_rate("a/0/0") == pytest.approx((0.5 * 4 + 16) / 20)
     assert s.pass_rate("a/0/1") == pytest.approx(0.5)
     s.next_batch(1)  # stage 1: re-ranked; a/0/0 (potential 0.36) now waits for stage 2
     assert s.stages[0] == ["a/0/1"] and s.pool == ["a/0/1"]
     offline = CurriculumSampler(["a/0/0"], _cfg(), seed=0)
-    offline.report({"a/0/0": [1.0] * 16})
+    offline.report(results({"a/0/0": [1.0] * 16}))
     assert offline.pass_rate("a/0/0") == 0.5
 
 
@@ -110,7 +154,7 @@ def test_state_round_trip_gives_identical_batches(cls):
     cfg = _cfg(task_balanced=True, online_pass_rate=True)
     a = cls(IDS, cfg, seed=7, pass_rates=RATES)
     for _ in range(3):
-        a.report({sid: [1.0, 0.0] for sid in a.next_batch(3)})
+        a.report(results({sid: [1.0, 0.0] for sid in a.next_batch(3)}))
     state = pickle.loads(pickle.dumps(a.state_dict()))
     b = cls(IDS, cfg, seed=999, pass_rates=RATES)
     b.load_state_dict(state)
@@ -151,7 +195,8 @@ def test_coordinator_actor_serves_the_same_order_and_restores_it(ray_cluster):
     for _ in range(3):
         batch = get(coord.next_batch.remote(2))
         assert batch == local.next_batch(2)
-        assert get(coord.report.remote({sid: [1.0, 0.0] for sid in batch})) == list(dict.fromkeys(batch))
+        reported = results({sid: [1.0, 0.0] for sid in batch})
+        assert get(coord.report.remote(reported)) == [g.group_id for g in reported]
     assert get(coord.wants_refill.remote()) and get(coord.stage_info.remote())["stage"] == 1
     state = get(coord.state_dict.remote())
     resumed = CurriculumCoordinator.options(num_cpus=0).remote(to_dict(cfg), IDS, RATES)  # how jobs/rl.py starts it

@@ -46,7 +46,8 @@ def test_rl_job_runs_steps_writes_metrics_checkpoint_and_final_model_folder(ray_
     rows = read_metrics(out)
     assert [r["step"] for r in rows] == [0, 1]
     for key in ("reward/mean", "accuracy/mean", "learner/grad_norm", "time/generation_s", "time/learner_s",
-                "time/sync_s", "rollout/code_calls", "generation/tokens_per_s", "weights/version"):
+                "time/sync_s", "rollout/code_calls", "generation/tokens_per_s", "weights/version", "rollout/failed",
+                "learner/skipped", "learner/tokens"):
         assert key in rows[-1], key
     assert rows[-1]["weights/version"] == 2
     assert (out / "checkpoints" / "latest").read_text() == "step_000002"
