@@ -142,7 +142,7 @@ class GeneratorConfig:
     kv_cache_gb: float = knob(1.0, "KV cache size for vLLM on CPU, GiB (VLLM_CPU_KVCACHE_SPACE).")
     gpu_memory_utilization: float = knob(0.85, "Fraction of GPU memory vLLM may take (GPU only).")
     max_batch: int = knob(32, "Sequences the hf engine decodes together.", gt=0)
-    threads: int = knob(0, "Torch/OMP threads inside the engine; 0 leaves the engine's own default.")
+    threads: int = knob(0, "Threads inside the engine (hf: torch threads; vLLM-CPU: its worker's threads, bound to cores 0..n-1 through VLLM_CPU_OMP_THREADS_BIND); 0 leaves the engine's own default (vLLM-CPU: one core).", ge=0)
     exec_grace_s: float = knob(30.0, "Seconds past sandbox.timeout_s the rollout waits for a code call before it treats the executor as dead.")
     start_timeout_s: float = knob(900.0, "Seconds to wait for a generator actor's engine to start (vLLM on CPU takes ~60 s).")
 

@@ -265,3 +265,15 @@ def test_vllm_rollout_end_to_end_with_real_code(vllm_engine):
     for t in trajs:
         assert t.stop_reason in ("answer", "eos", "length") and not t.error
         assert len(t.response_ids) == len(t.loss_mask) == len(t.logprobs) <= 64
+
+
+def test_vllm_threads_come_from_generator_threads(monkeypatch):
+    from r1ci.engines.vllm import engine_env
+
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in engine_env(engine_config("vllm"))  # 0: vLLM's own default
+    cfg = engine_config("vllm")
+    cfg.generator.threads = 2
+    assert engine_env(cfg)["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "1")  # the user's own binding wins
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in engine_env(cfg)

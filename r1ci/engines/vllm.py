@@ -81,11 +81,15 @@ def _reload_in_worker(worker, header: list, path: str) -> int:
 
 def engine_env(cfg: Config) -> dict[str, str]:
     """Environment vLLM reads at start-up: its engine queue on loopback unless told otherwise
-    (else it binds the public interface), and the CPU build's KV cache in whole GiB."""
-    return {
+    (else it binds the public interface), the CPU build's KV cache in whole GiB and its threads."""
+    env = {
         "VLLM_HOST_IP": os.environ.get("VLLM_HOST_IP", "127.0.0.1"),
         "VLLM_CPU_KVCACHE_SPACE": str(max(1, math.ceil(cfg.generator.kv_cache_gb))),
     }
+    threads = cfg.generator.threads
+    if threads > 0 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:  # the CPU build's worker threads, on cores 0..n-1
+        env["VLLM_CPU_OMP_THREADS_BIND"] = "0" if threads == 1 else f"0-{threads - 1}"
+    return env
 
 
 def engine_args(model_dir: str, cfg: Config) -> dict:
