@@ -44,6 +44,30 @@ def worker_output_to_file() -> None:
     os.close(fd)
 
 
+def _auto_cluster_reachable(timeout_s: float = 2.0) -> bool:
+    """Whether `address="auto"` names a cluster whose GCS answers, at the address `ray.init`
+    would use. Ray finds it in RAY_ADDRESS or in the address file a `ray start` leaves in its
+    temp folder; a stale one (that cluster is gone) made `ray.init` retry for minutes instead
+    of starting a local Ray."""
+    import socket
+
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        found = canonicalize_bootstrap_address("auto")
+    except ConnectionError:
+        return False
+    if not found:
+        return False
+    host, _, port = found.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        return True
+    except (OSError, ValueError):
+        log.info("the Ray cluster at %s (from RAY_ADDRESS or Ray's address file) does not answer; starting a local one", found)
+        return False
+
+
 def init_ray(address: str = "auto", num_cpus: int = 0, log_dir: str | Path | None = None, verbose: bool = False) -> str:
     """Join a running cluster (`address="auto"` or an address) or start a local one on 127.0.0.1.
 
@@ -54,6 +78,8 @@ def init_ray(address: str = "auto", num_cpus: int = 0, log_dir: str | Path | Non
     """
     if ray.is_initialized():
         return "joined"
+    if address == "auto" and not _auto_cluster_reachable():
+        address = "local"  # no cluster, or a dead one's address left in Ray's temp folder
     if address != "local":
         try:
             ray.init(address=address, log_to_driver=True)
