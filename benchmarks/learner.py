@@ -188,9 +188,9 @@ class InProcess:
     """`Learner.train_step` in this process."""
 
     def __init__(self, model_dir: str, cfg: Config):
-        from r1ci.learner import Learner, free_port
+        from r1ci.learner import Learner
 
-        self.learner = Learner(cfg, model_dir, master_port=free_port())  # 29500 may be another job's
+        self.learner = Learner(cfg, model_dir)
         self.threads = self.learner.threads
 
     def step(self, trajectories) -> dict:

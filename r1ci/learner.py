@@ -146,7 +146,9 @@ class Learner:
     with the same full list (collectives inside); each rank works on its shard."""
 
     def __init__(self, cfg: Config, model_dir: str, rank: int = 0, world_size: int = 1,
-                 master_addr: str = "127.0.0.1", master_port: int = 29500, ranks_on_node: int = 1):
+                 master_addr: str = "127.0.0.1", master_port: int | None = None, ranks_on_node: int = 1):
+        if master_port is None:  # one rank in this process: any free port (29500 may be another job's)
+            master_port = free_port()
         for key, value in {"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port), "RANK": str(rank),
                            "WORLD_SIZE": str(world_size), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}.items():
             os.environ[key] = value
