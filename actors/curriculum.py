@@ -30,12 +30,6 @@ class CurriculumCoordinator:
     def report(self, results: Sequence[GroupResult]) -> list[str]:
         return self.sampler.report(results)
 
-    def wants_refill(self) -> bool:
-        return self.sampler.wants_refill
-
-    def pass_rate(self, sample_id: str) -> float:
-        return self.sampler.pass_rate(sample_id)
-
     def stage_info(self) -> dict[str, Any]:
         return self.sampler.stage_info()
 

@@ -25,10 +25,10 @@ class StaleWeights(RuntimeError):
 
 
 class GeneratorFleet:
-    def __init__(self, cfg: Config, model_dir: str, executor, max_redos: int = 2, timeout_s: float = 3600.0):
+    def __init__(self, cfg: Config, model_dir: str, executor):
         self.cfg, self.model_dir, self.executor = cfg, model_dir, executor
         self.actors = make_generators(cfg, model_dir, executor)
-        self.max_redos, self.timeout_s = max_redos, timeout_s
+        self.max_redos, self.timeout_s = cfg.generator.max_redos, cfg.generator.call_timeout_s
         self.weights: tuple[list, int] | None = None  # (bucket refs, version) of the last sync
 
     def _replace(self, i: int) -> None:

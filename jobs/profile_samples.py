@@ -87,7 +87,7 @@ def run_profile(cfg: Config, show_progress: bool = True, verbose: bool = False) 
 
     if chunks:
         init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus, log_dir=out.parent / "logs", verbose=verbose)
-        fleet = GeneratorFleet(cfg, resolve_model(cfg.model.path, cfg.model.data_dir), executor=None, timeout_s=pc.chunk_timeout_s)
+        fleet = GeneratorFleet(cfg, resolve_model(cfg.model.path, cfg.model.data_dir), executor=None)
         try:
             with Progress(TextColumn("profile"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not show_progress) as progress:
                 bar = progress.add_task("samples", total=len(samples), completed=len(done))

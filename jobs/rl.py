@@ -23,7 +23,7 @@ import numpy as np
 import ray
 import torch
 
-from actors.curriculum import CurriculumCoordinator
+from actors.curriculum import make_coordinator
 from actors.executor import ExecutorPool
 from actors.fleet import GeneratorFleet
 from actors.learner import LearnerGroup
@@ -77,7 +77,7 @@ class RLJob:
         model_dir = resolve_model(cfg.model.path, cfg.model.data_dir)
         pass_rates = read_pass_rates(cfg.curriculum.potentials) if cfg.curriculum.potentials else None
 
-        self.coordinator = CurriculumCoordinator.options(num_cpus=0).remote(to_dict(cfg), sorted(self.samples), pass_rates)
+        self.coordinator = make_coordinator(cfg, sorted(self.samples), pass_rates)
         self.executor = ExecutorPool.create(cfg)
         self.learners = LearnerGroup.create(cfg, model_dir)
         self.generators = GeneratorFleet(cfg, model_dir, self.executor)
@@ -89,12 +89,16 @@ class RLJob:
         if ckpt is not None:
             state = checkpoint.load_state(ckpt)
             self.learners.load(str(ckpt / "learner"))
-            ray.get(self.coordinator.load_state_dict.remote(state["coordinator"]), timeout=60)
+            self.ask(self.coordinator.load_state_dict.remote(state["coordinator"]))
             checkpoint.set_rng_state(state["rng"])
             self.start_step, self.version = state["step"], state["weight_version"]
             self.generators.load_weights(self.learners.publish_weights(self.version), self.version)
             log.info("resumed from %s (step %d)", ckpt, self.start_step)
         self.logger = MetricsLogger(self.out)
+
+    def ask(self, call: ray.ObjectRef):
+        """The coordinator's answer to `call` (a stalled call means it died: the job fails)."""
+        return ray.get(call, timeout=self.cfg.run.coordinator_timeout_s)
 
     def requests(self, sample_ids: list[str], step: int, round_: int = 0) -> list[RolloutRequest]:
         """G rollouts per sample; seeds depend only on (run seed, step, round, position, g) so resume repeats them."""
@@ -115,14 +119,14 @@ class RLJob:
         for traj in trajs:
             inst = self.samples[traj.sample_id]
             rewards.assign(traj, rewards.score(traj, get_task(traj.task), inst, self.cfg.reward, self.cfg.protocol))
-        keep = set(ray.get(self.coordinator.report.remote(group_results(trajs)), timeout=60))
+        keep = set(self.ask(self.coordinator.report.remote(group_results(trajs))))
         return [t for t in trajs if t.group_id in keep], sum(t.stop_reason == STOP_ERROR for t in trajs)
 
     def step(self, step: int) -> dict[str, float]:
         t: dict[str, float] = {}
         # 1. The coordinator hands out this step's prompts (sample ids) for the current stage.
         with timed(t, "coordinator"):
-            sample_ids = ray.get(self.coordinator.next_batch.remote(self.cfg.run.prompts_per_step), timeout=60)
+            sample_ids = self.ask(self.coordinator.next_batch.remote(self.cfg.run.prompts_per_step))
         # 2. Generators run G multi-turn rollouts per prompt; code runs in the executor pool.
         # 3. Each is scored (task verifier + format and turn terms); the coordinator gets the
         #    per-sample outcomes and may drop groups whose rewards all agree, to be refilled.
@@ -132,7 +136,7 @@ class RLJob:
                 missing = self.cfg.run.prompts_per_step - len({x.group_id for x in trajs})
                 if missing <= 0 or not self.cfg.curriculum.drop_uniform_groups:
                     break
-                refill = ray.get(self.coordinator.refill.remote(missing), timeout=60)
+                refill = self.ask(self.coordinator.refill.remote(missing))
                 more, more_failed = self.rollout_and_score(refill, step, round_)
                 trajs, failed = trajs + more, failed + more_failed
         if not trajs:
@@ -151,7 +155,7 @@ class RLJob:
             self.version += 1
             self.generators.load_weights(self.learners.publish_weights(self.version), self.version)
         # 6. The step's metrics are logged (the coordinator already has the outcomes).
-        stage = ray.get(self.coordinator.stage_info.remote(), timeout=60)
+        stage = self.ask(self.coordinator.stage_info.remote())
         gen_stats = self.generators.stats()
         metrics = {
             **rollout_metrics(trajs, self.family_of),
@@ -182,7 +186,7 @@ class RLJob:
     def save(self, step: int) -> Path:
         state = {
             "weight_version": self.version,
-            "coordinator": ray.get(self.coordinator.state_dict.remote(), timeout=60),
+            "coordinator": self.ask(self.coordinator.state_dict.remote()),
             "rng": checkpoint.rng_state(),
             "config": to_dict(self.cfg),
         }

@@ -145,6 +145,8 @@ class GeneratorConfig:
     threads: int = knob(0, "Threads inside the engine (hf: torch threads; vLLM-CPU: its worker's threads, bound to cores 0..n-1 through VLLM_CPU_OMP_THREADS_BIND); 0 leaves the engine's own default (vLLM-CPU: one core).", ge=0)
     exec_grace_s: float = knob(30.0, "Seconds past sandbox.timeout_s the rollout waits for a code call before it treats the executor as dead.")
     start_timeout_s: float = knob(900.0, "Seconds to wait for a generator actor's engine to start (vLLM on CPU takes ~60 s).")
+    call_timeout_s: float = knob(3600.0, "Seconds one generator may take for its share of a rollout (or a weight sync) before it is treated as dead and restarted.", gt=0)
+    max_redos: int = knob(2, "Times a dead or stalled generator's share of a rollout is redone on a restarted generator before the job fails.", ge=0)
 
 
 @dataclass
@@ -268,7 +270,6 @@ class ProfileConfig:
     temperatures: list = knob([0.6, 0.8, 1.0, 1.0, 1.2], "Sampling temperature of each of the samples_per_style answers.")
     output: str = knob("runs/profile/potentials.parquet", "Parquet of sample_id, task, pass_rate, potential (what curriculum.potentials reads).")
     chunk_size: int = knob(16, "Samples per unit of work; finished chunks are kept when a run is resumed.", gt=0)
-    chunk_timeout_s: float = knob(3600.0, "Seconds a generator may take for its share of one chunk; then it is restarted and the share redone (twice at most) before the run fails.")
 
 
 @dataclass
@@ -321,6 +322,7 @@ class RunConfig:
     eval_every: int = knob(0, "Steps between evaluations of the policy on a fixed held-out set (eval.rl_instances_per_task per task, logged as eval/...); 0 disables.", ge=0)
     ray_address: str = knob("auto", "Ray cluster to join; 'auto' joins a running one or starts a local one, 'local' always starts one.")
     ray_num_cpus: int = knob(0, "CPUs for a locally started Ray; 0 means all.")
+    coordinator_timeout_s: float = knob(60.0, "Seconds a call to the curriculum coordinator may take (it only shuffles ids; a stalled call means it died) before the job fails.", gt=0)
 
 
 @dataclass

@@ -209,11 +209,6 @@ class CurriculumSampler:
 
     # -- results ------------------------------------------------------------------------
 
-    @property
-    def wants_refill(self) -> bool:
-        """True when groups whose rewards all agree are dropped and the batch refilled (DAPO)."""
-        return self.cfg.drop_uniform_groups
-
     def report(self, results: Sequence[GroupResult]) -> list[str]:
         """Record one round's group results (`group_results`): every rollout counts towards its
         sample's pass rate (correct or not). Returns the ids of the groups to train on: all

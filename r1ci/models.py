@@ -177,8 +177,10 @@ def resolve_model(path: str, data_dir: str) -> str:
     """
     cache = Path(os.path.expanduser(data_dir)) / "models"
     if path == "smollm2":
-        log.info("converting %s into %s (once)", SMOLLM2_GGUF, cache / "smollm2-135m-instruct")
-        return str(_cached(cache / "smollm2-135m-instruct", convert_smollm2))
+        target = cache / "smollm2-135m-instruct"
+        if not (target / "config.json").is_file():
+            log.info("converting %s into %s (once, ~30 s)", SMOLLM2_GGUF, target)
+        return str(_cached(target, convert_smollm2))
     if path == "tiny":
         return str(_cached(cache / TINY_CACHE_NAME, make_tiny_model))
     local = Path(os.path.expanduser(path))

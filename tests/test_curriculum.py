@@ -183,8 +183,7 @@ def test_make_sampler_switches_on_one_key_and_refuses_a_mismatched_checkpoint():
 
 
 def test_coordinator_actor_serves_the_same_order_and_restores_it(ray_cluster):
-    from actors.curriculum import CurriculumCoordinator, make_coordinator
-    from r1ci.config import to_dict
+    from actors.curriculum import make_coordinator
 
     cfg = Config()
     cfg.curriculum.steps_per_stage = 2
@@ -197,9 +196,9 @@ def test_coordinator_actor_serves_the_same_order_and_restores_it(ray_cluster):
         assert batch == local.next_batch(2)
         reported = results({sid: [1.0, 0.0] for sid in batch})
         assert get(coord.report.remote(reported)) == [g.group_id for g in reported]
-    assert get(coord.wants_refill.remote()) and get(coord.stage_info.remote())["stage"] == 1
+    assert get(coord.stage_info.remote())["stage"] == 1
     state = get(coord.state_dict.remote())
-    resumed = CurriculumCoordinator.options(num_cpus=0).remote(to_dict(cfg), IDS, RATES)  # how jobs/rl.py starts it
+    resumed = make_coordinator(cfg, IDS, RATES)  # how jobs/rl.py starts it
     get(resumed.load_state_dict.remote(state))
     assert get(resumed.next_batch.remote(4)) == get(coord.next_batch.remote(4))
     for actor in (coord, resumed):
