@@ -250,7 +250,9 @@ def test_vllm_survives_many_long_seeded_prompts_at_once(vllm_engine):
 
 
 @pytest.mark.slow
-def test_vllm_rollout_end_to_end_with_real_code(vllm_engine):
+def test_vllm_engine_under_the_multi_turn_rollout_gives_aligned_trajectories(vllm_engine):
+    # The tiny model writes no code; code calls through the rollout are tested with real
+    # sandboxes in test_rollout.py (scripted turns) and test_rl_job.py (the hf engine).
     from r1ci.rollout import RolloutRequest, rollout_batch
     from r1ci.tasks.base import Instance
 

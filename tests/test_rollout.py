@@ -184,9 +184,7 @@ def test_prompt_longer_than_the_context_is_marked_not_raised(tokenizer, cfg, san
 def test_code_that_never_returns_times_out_in_the_observation(tokenizer, cfg, sandbox):
     cfg.sandbox.timeout_s = 0.5
     engine = ScriptedEngine(tokenizer, [("```python\nwhile True:\n    pass\n```\n", "stop"), ("<<<?>>>", "stop")])
-    start = time.perf_counter()
     traj = run(engine, cfg, sandbox)
-    assert time.perf_counter() - start < 10
     assert traj.turns[0].observation.count("0.5 s limit") == 1  # the sandbox's own note, not repeated
     assert traj.turns[0].killed_reason == "timeout"  # what evaluation counts as a timeout
     assert traj.stop_reason == STOP_ANSWER
