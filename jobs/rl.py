@@ -166,6 +166,8 @@ class RLJob:
             "generation/tokens_per_s": sum(len(x.response_ids) for x in trajs) / max(t["time/generation_s"], 1e-9),
             "generation/engine_tokens_per_s": gen_stats["tokens_per_s"],
             "rollout/failed": failed,
+            "curriculum/groups": len({x.group_id for x in trajs}),
+            "curriculum/refilled_groups": len({x.group_id for x in trajs if x.group_id.split(":")[1] != "0"}),
             "weights/version": self.version,
         }
         histograms = {"pass_rate": list(group_pass_rates(trajs).values()), "code_calls": [x.code_calls for x in trajs]}
