@@ -30,6 +30,7 @@ class GeneratorFleet:
         self.actors = make_generators(cfg, model_dir, executor)
         self.max_redos, self.timeout_s = cfg.generator.max_redos, cfg.generator.call_timeout_s
         self.weights: tuple[list, int] | None = None  # (bucket refs, version) of the last sync
+        self.closed = False  # after shutdown a failed call is not redone (nothing restarts a generator)
 
     def _replace(self, i: int) -> None:
         try:
@@ -53,7 +54,7 @@ class GeneratorFleet:
                 try:
                     done[i] = ray.get(ref, timeout=self.timeout_s)
                 except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
-                    if attempt == self.max_redos:
+                    if attempt == self.max_redos or self.closed:
                         raise RuntimeError(f"generator {i} failed {attempt + 1} times: {exc}") from exc
                     log.warning("generator %d failed (%s); redoing its %d prompts", i, type(exc).__name__, len(chunks[i]))
                     self._replace(i)
@@ -85,6 +86,7 @@ class GeneratorFleet:
 
     def shutdown(self) -> None:
         """Stop each engine's own processes (vLLM's engine core and workers), then the actors."""
+        self.closed = True
         try:
             ray.get([a.shutdown.remote() for a in self.actors], timeout=60)
         except ray.exceptions.RayError:  # a dead generator has nothing left to stop

@@ -4,8 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
+import time
+from pathlib import Path
 from typing import Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def job(name: str, args: list[str], log: Path) -> float:
+    """Run `python jobs/<name>.py args...` with its output in `log`; wall seconds, SystemExit on failure."""
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.run([sys.executable, str(ROOT / "jobs" / f"{name}.py"), *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        tail = "\n".join(log.read_text().splitlines()[-15:])
+        raise SystemExit(f"jobs/{name}.py failed (exit {proc.returncode}); log {log}:\n{tail}")
+    return time.perf_counter() - start
 
 
 @contextlib.contextmanager

@@ -18,28 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from r1ci.evaluation import Estimate, mean_over_seeds  # noqa: E402
+from common import ROOT, job
+from r1ci.evaluation import Estimate, mean_over_seeds
 
 ARMS = ("curriculum", "uniform")
-
-
-def job(name: str, args: list[str], log: Path) -> float:
-    """Run `python jobs/<name>.py args...` with its output in `log`; wall seconds, SystemExit on failure."""
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        proc = subprocess.run([sys.executable, str(ROOT / "jobs" / f"{name}.py"), *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode:
-        tail = "\n".join(log.read_text().splitlines()[-15:])
-        raise SystemExit(f"jobs/{name}.py failed (exit {proc.returncode}); log {log}:\n{tail}")
-    return time.perf_counter() - start
 
 
 def as_list(e: Estimate) -> list[float]:

@@ -322,6 +322,7 @@ class RunConfig:
     eval_every: int = knob(0, "Steps between evaluations of the policy on a fixed held-out set (eval.rl_instances_per_task per task, logged as eval/...); 0 disables.", ge=0)
     ray_address: str = knob("auto", "Ray cluster to join; 'auto' joins a running one or starts a local one, 'local' always starts one.")
     ray_num_cpus: int = knob(0, "CPUs for a locally started Ray; 0 means all.")
+    max_staleness: int = knob(0, "Asynchronous RL: generation may run this many steps ahead of training, so a batch is sampled by weights at most this many versions old (generation of the next steps overlaps the learner's step); 0 is synchronous: every batch is sampled by the weights it trains. Needs algorithm.rollout_correction or old_logprobs sampling when > 0.", ge=0)
     coordinator_timeout_s: float = knob(60.0, "Seconds a call to the curriculum coordinator may take (it only shuffles ids; a stalled call means it died) before the job fails.", gt=0)
 
 
@@ -463,6 +464,12 @@ def _validate_algorithm(cfg: Config) -> None:
             f"(sampling.top_p={cfg.sampling.top_p:g}) while the learner's cover the whole vocabulary, so the ratio would "
             f"start at the nucleus mass; use old_logprobs: recompute or sampling.top_p: 1"
         )
+    if cfg.run.max_staleness and not ac.rollout_correction and ac.old_logprobs != "sampling":
+        raise ConfigError(
+            f"run.max_staleness: {cfg.run.max_staleness} trains on batches sampled by older weights, but with "
+            f"old_logprobs 'recompute' and no rollout_correction the ratio is taken against the current policy and ignores "
+            f"that; set algorithm.rollout_correction true (the decoupled objective: weights against the engine's logprobs) "
+            f"or algorithm.old_logprobs sampling")
     if ac.rollout_correction and ac.old_logprobs == "sampling":
         raise ConfigError("algorithm.rollout_correction: with old_logprobs 'sampling' the ratio is already taken against the "
                           "engine's logprobs; use old_logprobs: recompute with rollout_correction")

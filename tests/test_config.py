@@ -39,11 +39,20 @@ def test_unknown_section_is_an_error(tmp_path):
         ("algorithm.norm_adv_by_std=maybe", "expected true or false"),
         ("run.steps", "must look like section.key=value"),
         ("run.steps=2.5", "whole number"),
+        ("run.max_staleness=-1", r"run.max_staleness: must be >= 0"),
+        ("run.max_staleness=1.5", r"run.max_staleness: expected a whole number"),
+        ("run.max_staleness=one", r"run.max_staleness: expected a number"),
+        ("run.max_staleness=1", r"run.max_staleness: 1 trains on batches sampled by older weights.*rollout_correction"),
     ],
 )
 def test_bad_values_give_one_clear_error(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_asynchronous_rl_is_accepted_with_an_off_policy_correction():
+    assert load_config(None, ["run.max_staleness=2", "algorithm.rollout_correction=true"]).run.max_staleness == 2
+    assert load_config(None, ["run.max_staleness=1", "algorithm.old_logprobs=sampling"]).run.max_staleness == 1
 
 
 def test_missing_config_file_says_so():

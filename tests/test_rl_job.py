@@ -162,13 +162,13 @@ def test_dead_generator_is_replaced_and_dead_learner_ends_the_job_with_a_resumab
     try:
         first = job.generators.actors[0]
         ray.kill(first, no_restart=True)  # the generator dies; its prompts must be redone elsewhere
-        job.step(0)
-        job.save(1)
+        job.cfg.run.steps = 1
+        job.run(show_progress=False)  # step 0, checkpoint step_000001
         assert job.generators.actors[0] != first
-        job.start_step = 1
+        job.start_step, job.cfg.run.steps = 1, 3
         ray.kill(job.learners.actors[0], no_restart=True)
         with pytest.raises(SystemExit, match=r"learner failed at step 1: .*resume from .*step_000001 with --resume"):
-            job.run()
+            job.run(show_progress=False)
     finally:
         job.close()
     rows = read_metrics(out)
@@ -237,3 +237,75 @@ def test_groups_whose_rewards_all_agree_are_dropped_and_refilled(ray_cluster, ti
         assert rl.main(["--config", str(ROOT / "configs/demo.yaml"), *overrides]) == 0
     assert "every group's rewards agreed" in caplog.text
     assert read_metrics(out) == []
+
+
+ASYNC = {"run.max_staleness": 1, "algorithm.rollout_correction": "true"}
+
+
+@pytest.mark.slow
+def test_asynchronous_run_trains_each_step_on_weights_at_most_max_staleness_versions_old(ray_cluster, tiny_model_dir, tmp_path):
+    out = tmp_path / "async"
+    assert rl.main(["--config", str(ROOT / "configs/demo.yaml"), *tiny_overrides(tiny_model_dir, out, steps=3, **ASYNC)]) == 0
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    # Step 0 and step 1 are both sampled by the initial weights (step 1's generation ran
+    # while step 0 trained); step 2 by version 1, trained at version 2.
+    assert [r["staleness/max"] for r in rows] == [0, 1, 1]
+    assert [r["weights/version"] for r in rows] == [1, 2, 3]
+    assert all(r["staleness/dropped_groups"] == 0 for r in rows)
+    assert (out / "final" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_interrupted_asynchronous_run_resumes_as_the_uninterrupted_run_goes_on(ray_cluster, tiny_model_dir, tmp_path):
+    # The driver dies after checkpoint step_000002, which holds step 2's trajectories (already
+    # sampled by version 1): the resumed run trains on them, as the uninterrupted run does,
+    # instead of sampling step 2 again with version 2.
+    from r1ci.config import load_config
+
+    cfg_file = str(ROOT / "configs/demo.yaml")
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert rl.main(["--config", cfg_file, *tiny_overrides(tiny_model_dir, full, steps=4, **ASYNC)]) == 0
+
+    class DriverDied(Exception):
+        pass
+
+    job = rl.RLJob(load_config(cfg_file, tiny_overrides(tiny_model_dir, cut, steps=4, **ASYNC)))
+    learn = job.learn
+
+    def dies_at_step_2(batch):
+        if batch.step == 2:
+            raise DriverDied
+        return learn(batch)
+
+    job.learn = dies_at_step_2
+    try:
+        with pytest.raises(DriverDied):
+            job.run(show_progress=False)
+    finally:
+        job.close()
+    assert (cut / "checkpoints" / "latest").read_text() == "step_000002"
+    assert rl.main(["--config", cfg_file, "--resume", *tiny_overrides(tiny_model_dir, cut, steps=4, **ASYNC)]) == 0
+    a, b = read_metrics(full), read_metrics(cut)
+    assert [r["step"] for r in b] == [0, 1, 2, 3]
+    for ra, rb in zip(a, b):
+        assert rb["staleness/max"] == ra["staleness/max"]
+        assert rb["reward/mean"] == pytest.approx(ra["reward/mean"], abs=1e-6)
+        assert rb["learner/policy_loss"] == pytest.approx(ra["learner/policy_loss"], abs=1e-4)
+
+
+def test_generation_job_after_a_failed_one_fails_without_running():
+    queue, ran = rl.GenerationQueue(), []
+
+    def load_weights():
+        raise ConnectionError("generator gone")
+
+    try:
+        queue.submit(load_weights)
+        after = queue.submit(ran.append, "rollout on the old weights")
+        with pytest.raises(RuntimeError, match="an earlier generation job failed") as info:
+            after.result(timeout=10)
+        assert isinstance(info.value.__cause__, ConnectionError)
+        assert ran == []
+    finally:
+        queue.close(wait=True)
