@@ -36,8 +36,8 @@ class LearnerGroupError(ray.exceptions.RayError):
 class LearnerActor:
     """One DeepSpeed rank: a thin shell over `r1ci.learner.Learner`."""
 
-    def __init__(self, cfg: Config, model_dir: str, rank: int, world_size: int):
-        self.args = (cfg, model_dir, rank, world_size)
+    def __init__(self, cfg: Config, model_dir: str, rank: int, world_size: int, sft: bool = False):
+        self.args = (cfg, model_dir, rank, world_size, sft)
         self.learner = None
 
     def rendezvous(self) -> tuple[str, int]:
@@ -50,8 +50,8 @@ class LearnerActor:
         """Build this rank's `Learner`; returns its torch threads."""
         from r1ci.learner import Learner
 
-        cfg, model_dir, rank, world_size = self.args
-        self.learner = Learner(cfg, model_dir, rank, world_size, master_addr, master_port, ranks_on_node)
+        cfg, model_dir, rank, world_size, sft = self.args
+        self.learner = Learner(cfg, model_dir, rank, world_size, master_addr, master_port, ranks_on_node, sft)
         return self.learner.threads
 
     def call(self, method: str, *args):
@@ -74,14 +74,15 @@ class LearnerGroup:
         self.threads: list[int] = []  # torch threads of each rank, once set up
 
     @classmethod
-    def create(cls, cfg: Config, model_dir: str) -> LearnerGroup:
-        """Start `learner.num_learners` ranks (each `learner.num_cpus`/`num_gpus`) and form the DeepSpeed group."""
+    def create(cls, cfg: Config, model_dir: str, sft: bool = False) -> LearnerGroup:
+        """Start `learner.num_learners` ranks (each `learner.num_cpus`/`num_gpus`) and form the
+        DeepSpeed group; `sft`: the policy alone, for `sft_step` (no reference, no value head)."""
         lc = cfg.learner
         n = lc.num_learners
         # Ray starts its workers at nice 15, under which any busy process of normal priority on
         # the node takes nearly all the CPU a learner rank reserved: ranks run at nice 0.
         env = {"env_vars": {"RAY_worker_niceness": "0"}}
-        actors = [LearnerActor.options(num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, runtime_env=env).remote(cfg, model_dir, rank, n)
+        actors = [LearnerActor.options(num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, runtime_env=env).remote(cfg, model_dir, rank, n, sft)
                   for rank in range(n)]
         group = cls(cfg, actors)
         places = group._wait([a.rendezvous.remote() for a in actors], "rendezvous")

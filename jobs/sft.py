@@ -30,12 +30,10 @@ log = logging.getLogger("sft")
 
 
 def learner_config(cfg: Config) -> Config:
-    """The learner settings for SFT: the SFT peak LR, no reference model, no value head; the job owns the schedule."""
+    """The learner settings for SFT: the SFT peak LR; the job owns the schedule."""
     out = copy.deepcopy(cfg)
     out.learner.lr = cfg.sft.lr
     out.learner.warmup_steps = 0
-    out.algorithm.kl_coef = 0.0
-    out.algorithm.advantage = "grpo"
     return out
 
 
@@ -94,7 +92,7 @@ def run_sft(cfg: Config, show_progress: bool = True, verbose: bool = False) -> d
     check_vocabulary(trajs, model_dir, sc.data)
     out = Path(sc.output_dir)
     init_ray(cfg.run.ray_address, cfg.run.ray_num_cpus, log_dir=out / "logs", verbose=verbose)
-    group = LearnerGroup.create(learner_config(cfg), model_dir)
+    group = LearnerGroup.create(learner_config(cfg), model_dir, sft=True)
     logger = MetricsLogger(out)
     summary: dict = {"train_trajectories": len(train), "eval_trajectories": len(held_out), "too_long": dropped, "steps": total}
     try:

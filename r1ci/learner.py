@@ -146,7 +146,8 @@ class Learner:
     with the same full list (collectives inside); each rank works on its shard."""
 
     def __init__(self, cfg: Config, model_dir: str, rank: int = 0, world_size: int = 1,
-                 master_addr: str = "127.0.0.1", master_port: int | None = None, ranks_on_node: int = 1):
+                 master_addr: str = "127.0.0.1", master_port: int | None = None, ranks_on_node: int = 1,
+                 sft: bool = False):
         if master_port is None:  # one rank in this process: any free port (29500 may be another job's)
             master_port = free_port()
         for key, value in {"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port), "RANK": str(rank),
@@ -173,9 +174,10 @@ class Learner:
         policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         if cfg.learner.gradient_checkpointing:
             policy.gradient_checkpointing_enable()
-        reference = copy.deepcopy(policy).eval().requires_grad_(False) if ac.kl_coef > 0 else None
+        # An SFT learner (jobs/sft.py) trains the policy alone: no reference model, no value head.
+        reference = copy.deepcopy(policy).eval().requires_grad_(False) if ac.kl_coef > 0 and not sft else None
         chunk = cfg.learner.logits_chunk_tokens
-        self.module = PolicyModule(policy, self.estimator.needs_values, chunk)
+        self.module = PolicyModule(policy, self.estimator.needs_values and not sft, chunk)
         self.policy = policy  # the same parameters, under their HF names (export, save_hf)
 
         params = [p for p in self.module.parameters() if p.requires_grad]

@@ -118,6 +118,14 @@ def test_ppo_epochs_clip_the_ratio_on_later_passes(tiny_model_dir):
     assert metrics["clip_frac"] > 0 and metrics["approx_kl"] > 0
 
 
+def test_an_sft_learner_has_no_reference_and_no_value_head_whatever_the_rl_algorithm(tiny_model_dir):
+    cfg = make_cfg()
+    cfg.algorithm.advantage, cfg.algorithm.kl_coef = "gae", 0.1
+    rl, sft = Learner(cfg, tiny_model_dir), Learner(cfg, tiny_model_dir, sft=True)
+    assert rl.reference is not None and rl.module.value_head is not None
+    assert sft.reference is None and sft.module.value_head is None
+
+
 def test_sft_step_lowers_the_loss_on_repeated_data(learner):
     trajs = make_batch(4, seed=1)
     before = learner.eval_loss(trajs)
