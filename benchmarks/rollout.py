@@ -135,7 +135,7 @@ async def run_side(policy, executor, requests, cfg, barrier: bool) -> tuple[floa
 
     async def one(req: RolloutRequest):
         try:
-            return await rollout(policy, ex, req.instance, cfg, req.group_id, req.sampling, req.style)
+            return await rollout(policy, ex, req.instance, cfg, req.group_id, req.sampling, req.prompt_style)
         finally:
             if barrier:
                 ex.leave()

@@ -43,7 +43,7 @@ class RolloutRequest:
 
     instance: Instance
     group_id: str
-    style: str = "agent"
+    prompt_style: str  # one of r1ci.config.PROMPT_STYLES (the job's tasks.prompt_style or eval.prompt_style)
     sampling: Sampling | None = None  # None: training sampling from the config
 
 
@@ -58,9 +58,9 @@ def sampling_from_config(cfg: Config, evaluation: bool = False, seed: int | None
     )
 
 
-def prompt_ids(tokenizer, question: str, style: str, cfg: Config) -> list[int]:
+def prompt_ids(tokenizer, question: str, prompt_style: str, cfg: Config) -> list[int]:
     """Chat-template token ids of the system + user messages, ending with the assistant header."""
-    messages = protocol.build_messages(question, style, cfg.protocol)
+    messages = protocol.build_messages(question, prompt_style, cfg.protocol)
     return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False))
 
 
@@ -85,7 +85,7 @@ async def rollout(
     cfg: Config,
     group_id: str,
     sampling: Sampling,
-    style: str = "agent",
+    prompt_style: str,
     weight_version: int = 0,
 ) -> Trajectory:
     """Sample one multi-turn trajectory for `instance`.
@@ -99,11 +99,11 @@ async def rollout(
         task=instance.task,
         sample_id=instance.id,
         group_id=group_id,
-        prompt_ids=prompt_ids(engine.tokenizer, instance.question, style, cfg),
-        prompt_style=style,
+        prompt_ids=prompt_ids(engine.tokenizer, instance.question, prompt_style, cfg),
+        prompt_style=prompt_style,
         weight_version=weight_version,
     )
-    return await rollout_from_prompt(engine, executor, traj, cfg, sampling, code_allowed=style != "text")
+    return await rollout_from_prompt(engine, executor, traj, cfg, sampling, code_allowed=prompt_style != "text")
 
 
 async def rollout_from_prompt(
@@ -226,12 +226,12 @@ async def rollout_batch(
     async def one(req: RolloutRequest) -> Trajectory:
         try:
             return await rollout(
-                engine, executor, req.instance, cfg, req.group_id, req.sampling or default, req.style, weight_version
+                engine, executor, req.instance, cfg, req.group_id, req.sampling or default, req.prompt_style, weight_version
             )
         except Exception as exc:  # a bug must not lose the trajectory: keep it, marked
             return Trajectory(
                 task=req.instance.task, sample_id=req.instance.id, group_id=req.group_id, prompt_ids=[],
-                prompt_style=req.style, weight_version=weight_version, stop_reason=STOP_ERROR,
+                prompt_style=req.prompt_style, weight_version=weight_version, stop_reason=STOP_ERROR,
                 error=f"rollout failed: {exc!r}",
             )
 

@@ -255,7 +255,7 @@ def test_trajectories_advance_independently_while_one_waits_on_code(tokenizer, c
 
     executor = SleepExecutor()
     engine = PerQuestion(tokenizer, [CODE_TURN])
-    requests = [RolloutRequest(slow, "g"), RolloutRequest(fast, "g")]
+    requests = [RolloutRequest(slow, "g", "agent"), RolloutRequest(fast, "g", "agent")]
     trajs = asyncio.run(rollout_batch(engine, executor, requests, cfg))
     assert [t.sample_id for t in trajs] == ["t/0/0", "t/0/1"], trajs
     first_slow_end = min(t for code, t in executor.ends if "1.5" in code)
@@ -273,7 +273,7 @@ def test_rollout_batch_keeps_a_trajectory_whose_rollout_crashed(tokenizer, cfg, 
         def max_model_len(self, value):
             pass
 
-    trajs = asyncio.run(rollout_batch(Broken(tokenizer, [CODE_TURN]), sandbox, [RolloutRequest(INSTANCE, "g")], cfg))
+    trajs = asyncio.run(rollout_batch(Broken(tokenizer, [CODE_TURN]), sandbox, [RolloutRequest(INSTANCE, "g", "agent")], cfg))
     assert len(trajs) == 1 and trajs[0].stop_reason == STOP_ERROR and "boom" in trajs[0].error
 
 
