@@ -35,14 +35,13 @@ def sample_ids(task_names: Sequence[str], seed: int, instances_per_task: int) ->
     return [f"{t}/{seed}/{i}" for t in task_names for i in range(instances_per_task)]
 
 
-def partition_stages(potentials: dict[str, float], bounds: Sequence[float] = (0.64, 0.48, 0.32, 0.0)) -> list[list[str]]:
+def partition_stages(potentials: dict[str, float], bounds: Sequence[float]) -> list[list[str]]:
     """Group sample ids by potential: stage k holds [bounds[k], bounds[k-1]), stage 0 [bounds[0], 1].
 
-    `bounds` are lower bounds, highest first. Within a stage samples are ranked by potential,
-    highest first (ties by id), so the order never depends on dict order.
+    `bounds` are lower bounds, highest first (`curriculum.stage_bounds`, whose rules the config
+    checks). Within a stage samples are ranked by potential, highest first (ties by id), so
+    the order never depends on dict order.
     """
-    if list(bounds) != sorted(bounds, reverse=True) or not bounds:
-        raise ValueError(f"curriculum.stage_bounds must be non-empty and descending, got {list(bounds)}")
     stages: list[list[str]] = [[] for _ in bounds]
     for sid, pot in sorted(potentials.items(), key=lambda kv: (-kv[1], kv[0])):
         for k, low in enumerate(bounds):

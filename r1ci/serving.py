@@ -311,7 +311,7 @@ def parse_chat_request(body: Any, cfg: Config, max_model_len: int) -> ChatReques
     if stream is not None and not isinstance(stream, bool):
         raise RequestError(f"stream must be true or false, got {_show(stream)}", "stream")
     include_usage = _stream_options(body.get("stream_options"), bool(stream))
-    context = f" (the model's context, generator.max_model_len)"
+    context = " (the model's context, generator.max_model_len)"
     limit = _integer(body, "max_completion_tokens", None, 1, max_model_len - 1, context)
     limit = _integer(body, "max_tokens", limit, 1, max_model_len - 1, context)
     if body.get("max_tokens") is not None and body.get("max_completion_tokens") not in (None, limit):

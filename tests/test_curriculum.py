@@ -42,10 +42,9 @@ def test_improvement_potential_peaks_at_half():
 def test_partition_follows_the_papers_bounds():
     # p -> 4p(1-p): 0.5->1.0, 0.2->0.64 (closed lower bound), 0.15->0.51, 0.1->0.36, 0.05->0.19, 1.0->0
     pots = {sid: improvement_potential(p) for sid, p in {"a": 0.5, "b": 0.2, "c": 0.15, "d": 0.1, "e": 0.05, "f": 1.0, "g": 0.8}.items()}
-    assert partition_stages(pots) == [["a", "b", "g"], ["c"], ["d"], ["e", "f"]]
-    assert partition_stages({"x": 0.48, "y": 0.4799}) == [[], ["x"], ["y"], []]
-    with pytest.raises(ValueError):
-        partition_stages(pots, [0.1, 0.5])
+    bounds = Config().curriculum.stage_bounds
+    assert partition_stages(pots, bounds) == [["a", "b", "g"], ["c"], ["d"], ["e", "f"]]
+    assert partition_stages({"x": 0.48, "y": 0.4799}, bounds) == [[], ["x"], ["y"], []]
 
 
 def _cfg(**kw) -> CurriculumConfig:

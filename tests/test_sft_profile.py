@@ -110,7 +110,7 @@ def test_profile_writes_pass_rates_that_build_stages_and_resumes(sft_run, tmp_pa
     rates = read_pass_rates(tmp_path / "potentials.parquet")
     assert sorted(rates) == sorted(f"{t}/0/{i}" for t in ("toy_run_code", "multistep_arithmetic_two") for i in range(3))
     assert all(r in (0.0, 0.25, 0.5, 0.75, 1.0) for r in rates.values())
-    stages = partition_stages({s: improvement_potential(p) for s, p in rates.items()})
+    stages = partition_stages({s: improvement_potential(p) for s, p in rates.items()}, load_config(None, []).curriculum.stage_bounds)
     assert [len(s) for s in stages] == first["stage_sizes"] and sum(first["stage_sizes"]) == 6
     sampler = CurriculumSampler(list(rates), load_config(None, []).curriculum, pass_rates=rates)
     assert set(sampler.next_batch(2)) <= set(stages[0] or next(s for s in stages if s))
