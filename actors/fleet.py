@@ -1,8 +1,9 @@
 """The driver's handle on all generator actors: spreads rollouts, survives a dead generator.
 
-A generator that dies mid-step is replaced, given the current weights, and its prompts are
-redone; a trajectory sampled by any other weight version than the current one is refused,
-so stale weights are never trained on silently.
+A generator that dies mid-step is replaced, given the current weights, and its unfinished
+rollouts are redone (the ones it returned are kept); a trajectory sampled by any other
+weight version than the current one is refused, so stale weights are never trained on
+silently.
 """
 
 from __future__ import annotations
@@ -44,29 +45,38 @@ class GeneratorFleet:
         log.warning("generator %d restarted%s", i, f" at weight version {self.weights[1]}" if self.weights else "")
 
     def rollout(self, requests: list[RolloutRequest], version: int) -> list[Trajectory]:
-        """Run every request once; returns trajectories in request order."""
-        n = len(self.actors)
-        chunks = {i: requests[i::n] for i in range(n) if requests[i::n]}
-        done: dict[int, list[Trajectory]] = {}
+        """Run every request once; returns trajectories in request order. Each request is its
+        own call (a generator's event loop runs them all at once and its engine batches them),
+        so when a generator dies or gives no answer within `generator.call_timeout_s`, the
+        trajectories it already returned are kept and only its unfinished requests are redone,
+        on a replacement, up to `generator.max_redos` times."""
+        out: list[Trajectory | None] = [None] * len(requests)
+        todo = list(range(len(requests)))
         for attempt in range(self.max_redos + 1):
-            refs = {i: self.actors[i].generate.remote(chunk) for i, chunk in chunks.items() if i not in done}
-            for i, ref in refs.items():
+            n = len(self.actors)
+            calls = {self.actors[k % n].generate.remote([requests[i]]): (i, k % n) for k, i in enumerate(todo)}
+            ready, late = ray.wait(list(calls), num_returns=len(calls), timeout=self.timeout_s)
+            failed: dict[int, str] = {calls[ref][1]: "GetTimeoutError" for ref in late}
+            for ref in ready:
+                i, actor = calls[ref]
                 try:
-                    done[i] = ray.get(ref, timeout=self.timeout_s)
-                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
-                    if attempt == self.max_redos or self.closed:
-                        raise RuntimeError(f"generator {i} failed {attempt + 1} times: {exc}") from exc
-                    log.warning("generator %d failed (%s); redoing its %d prompts", i, type(exc).__name__, len(chunks[i]))
-                    self._replace(i)
-            if len(done) == len(chunks):
+                    out[i] = ray.get(ref)[0]
+                except ray.exceptions.RayActorError as exc:
+                    failed.setdefault(actor, type(exc).__name__)
+            todo = [i for i in todo if out[i] is None]
+            if not todo:
                 break
-        out: list[Trajectory] = [None] * len(requests)  # type: ignore[list-item]
-        for i, trajs in done.items():
-            out[i::n] = trajs
+            if attempt == self.max_redos or self.closed:
+                raise RuntimeError(f"generators {sorted(failed)} failed {attempt + 1} times ({', '.join(sorted(set(failed.values())))}); "
+                                   f"{len(todo)} of {len(requests)} rollouts unfinished")
+            log.warning("generators %s failed (%s); redoing their %d unfinished rollouts", sorted(failed),
+                        ", ".join(sorted(set(failed.values()))), len(todo))
+            for actor in failed:
+                self._replace(actor)
         stale = [t.sample_id for t in out if t.weight_version != version]
         if stale:
             raise StaleWeights(f"{len(stale)} trajectories were sampled with old weights (expected version {version})")
-        return out
+        return out  # type: ignore[return-value]
 
     def load_weights(self, bucket_refs: Iterable[ray.ObjectRef], version: int) -> None:
         """Every generator loads each bucket of the sync as soon as it is published (so loading
