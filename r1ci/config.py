@@ -145,8 +145,8 @@ class GeneratorConfig:
     threads: int = knob(0, "Threads inside the engine (hf: torch threads; vLLM-CPU: its worker's threads, bound to cores 0..n-1 through VLLM_CPU_OMP_THREADS_BIND); 0 leaves the engine's own default (vLLM-CPU: one core).", ge=0)
     exec_grace_s: float = knob(30.0, "Seconds past sandbox.timeout_s the rollout waits for a code call before it treats the executor as dead.")
     start_timeout_s: float = knob(900.0, "Seconds to wait for a generator actor's engine to start (vLLM on CPU takes ~60 s).")
-    call_timeout_s: float = knob(3600.0, "Seconds one generator may take for its share of a rollout (or a weight sync) before it is treated as dead and restarted.", gt=0)
-    max_redos: int = knob(2, "Times a dead or stalled generator's share of a rollout is redone on a restarted generator before the job fails.", ge=0)
+    call_timeout_s: float = knob(3600.0, "Seconds the generators may take for one batch of rollouts (or a weight sync); one that has not answered by then is treated as dead, restarted, and its unfinished rollouts are redone.", gt=0)
+    max_redos: int = knob(2, "Times the unfinished rollouts of a dead or stalled generator are redone on a restarted one before the job fails (the trajectories it returned are kept).", ge=0)
 
 
 @dataclass
@@ -425,6 +425,14 @@ def validate(cfg: Config) -> Config:
     if cfg.algorithm.group_size < 2 and cfg.algorithm.advantage == "grpo":
         raise ConfigError("algorithm.group_size: GRPO needs at least 2 rollouts per prompt")
     _validate_algorithm(cfg)
+    if cfg.generator.exec_grace_s < cfg.sandbox.grace_s:
+        raise ConfigError(f"generator.exec_grace_s: {cfg.generator.exec_grace_s:g} s is less than sandbox.grace_s "
+                          f"({cfg.sandbox.grace_s:g} s), so the rollout would call the executor dead before the sandbox "
+                          f"itself declares a run hung and restarts it; make exec_grace_s at least sandbox.grace_s")
+    batch = cfg.run.prompts_per_step * cfg.algorithm.group_size
+    if batch < cfg.learner.num_learners:
+        raise ConfigError(f"learner.num_learners: {cfg.learner.num_learners} ranks but a step trains on "
+                          f"run.prompts_per_step x algorithm.group_size = {batch} trajectories, so some ranks would get none")
     if len(cfg.profile.temperatures) != cfg.profile.samples_per_style:
         raise ConfigError(f"profile.temperatures: need one temperature per sample ({cfg.profile.samples_per_style}), got {cfg.profile.temperatures}")
     if any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in cfg.sandbox.cpus):

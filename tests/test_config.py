@@ -39,6 +39,8 @@ def test_unknown_section_is_an_error(tmp_path):
         ("algorithm.norm_adv_by_std=maybe", "expected true or false"),
         ("run.steps", "must look like section.key=value"),
         ("run.steps=2.5", "whole number"),
+        ("generator.exec_grace_s=5", r"generator.exec_grace_s: 5 s is less than sandbox.grace_s \(10 s\)"),
+        ("learner.num_learners=64", r"learner.num_learners: 64 ranks but a step trains on .* = 32 trajectories"),
         ("run.max_staleness=-1", r"run.max_staleness: must be >= 0"),
         ("run.max_staleness=1.5", r"run.max_staleness: expected a whole number"),
         ("run.max_staleness=one", r"run.max_staleness: expected a number"),
