@@ -227,6 +227,23 @@ def test_rl_raises_the_reward_of_a_warm_started_tiny_model(warm_started_tiny_mod
 
 
 @pytest.mark.slow
+def test_refilled_groups_whose_rewards_differ_are_trained_on(warm_started_tiny_model, tmp_path):
+    # The warm-started model is right some of the time: some groups agree and are dropped,
+    # and the refill rounds draw new prompts, whose groups that differ are kept and trained.
+    out = tmp_path / "refill"
+    overrides = tiny_overrides(warm_started_tiny_model, out, steps=2, **{
+        "tasks.train": "[toy_run_expression]", "tasks.instances_per_task": 200, "algorithm.kl_coef": 0,
+        "algorithm.group_size": 4, "run.prompts_per_step": 4, "sampling.max_tokens_per_turn": 40,
+        "sampling.max_total_tokens": 120, "run.checkpoint_every": 100,
+        "curriculum.drop_uniform_groups": "true", "curriculum.max_refill_rounds": 3})
+    assert rl.main(["--config", str(ROOT / "configs/demo.yaml"), *overrides]) == 0
+    rows = read_metrics(out)
+    assert sum(r["curriculum/refilled_groups"] for r in rows) > 0, rows
+    assert all(0 < r["curriculum/groups"] <= 4 for r in rows)
+    assert all(r["learner/skipped"] == 0 for r in rows)  # every kept group has an advantage to learn from
+
+
+@pytest.mark.slow
 def test_groups_whose_rewards_all_agree_are_dropped_and_refilled(ray_cluster, tiny_model_dir, tmp_path, caplog):
     # The untrained tiny model answers nothing right: every group agrees, every refill too,
     # so the step trains on nothing and says so instead of wasting an update.
