@@ -206,7 +206,7 @@ class LearnerConfig:
     gradient_checkpointing: bool = knob(False, "Trade compute for memory in the policy forward.")
     sync_bucket_mb: int = knob(64, "Weight-sync bucket size in the object store, MiB.", gt=0)
     timeout_s: float = knob(3600.0, "Seconds one learner call (a step, a save) may take before the learner group is declared failed.")
-    threads: int = knob(0, "Torch threads per learner rank; 0: the CPUs it reserves (rounded up), and on a CPU-only node all cores shared among the node's learner ranks, since generation is idle during a synchronous learner step.", ge=0)
+    threads: int = knob(0, "Torch threads per learner rank; 0: the CPUs it reserves (rounded up), and on a CPU-only node with synchronous RL (run.max_staleness 0) all cores shared among the node's learner ranks, since generation is idle during the learner step.", ge=0)
 
 
 @dataclass

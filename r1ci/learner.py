@@ -66,13 +66,14 @@ def _import_deepspeed():
 
 def learner_threads(cfg: Config, ranks_on_node: int = 1) -> int:
     """Torch threads for one learner rank: `learner.threads` if set; on a CPU-only node
-    (`learner.num_gpus` 0) the node's cores shared among its `ranks_on_node` learner ranks,
-    since the synchronous loop leaves generation idle while the learner trains; otherwise the
-    CPUs the rank reserves, rounded up (a GPU rank's CPU threads only feed the GPU)."""
+    (`learner.num_gpus` 0) running synchronous RL, the node's cores shared among its
+    `ranks_on_node` learner ranks, since generation is idle while the learner trains;
+    otherwise (a GPU rank, whose CPU threads only feed the GPU, or `run.max_staleness` > 0,
+    where generation runs meanwhile) the CPUs the rank reserves, rounded up."""
     lc = cfg.learner
     if lc.threads:
         return lc.threads
-    if lc.num_gpus == 0:
+    if lc.num_gpus == 0 and not cfg.run.max_staleness:
         return max(1, len(os.sched_getaffinity(0)) // max(1, ranks_on_node))
     return max(1, math.ceil(lc.num_cpus))
 

@@ -248,6 +248,8 @@ def test_a_learner_uses_the_cpus_it_reserves_and_all_cores_on_a_cpu_node():
     assert learner_threads(cfg, ranks_on_node=cores) == 1  # ranks on one node share its cores
     assert learner_threads(make_cfg(num_cpus=3.5, num_gpus=1.0)) == 4
     assert learner_threads(make_cfg(threads=3)) == 3
+    cfg.run.max_staleness = 1  # asynchronous: generation runs during the learner step
+    assert learner_threads(cfg) == 1
 
 
 # ---------------------------------------------------------------- passes and memory
