@@ -25,8 +25,8 @@ import json
 import shutil
 import time
 
-from common import ROOT, job
-from r1ci.evaluation import Estimate, mean_over_seeds
+from common import ROOT, as_list, job
+from r1ci.evaluation import mean_over_seeds
 from r1ci.metrics import read_metrics
 
 GENERATION = ("time/coordinator_s", "time/generation_s", "time/load_weights_s")
@@ -51,10 +51,6 @@ def summarize(rows: list[dict]) -> dict:
         "accuracy": [round(r["accuracy/mean"], 4) for r in steps],
         "reward_mean": sum(r["reward/mean"] for r in steps) / len(steps),
     }
-
-
-def as_list(e: Estimate) -> list[float]:
-    return [round(e.value, 4), round(e.lo, 4), round(e.hi, 4)]
 
 
 def compare(runs: dict[int, dict[int, dict]], staleness: int, seeds: list[int]) -> dict:

@@ -13,6 +13,11 @@ from typing import Iterator
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def as_list(estimate) -> list[float]:
+    """An `r1ci.evaluation.Estimate` as [value, lo, hi] for JSON."""
+    return [round(estimate.value, 4), round(estimate.lo, 4), round(estimate.hi, 4)]
+
+
 def job(name: str, args: list[str], log: Path) -> float:
     """Run `python jobs/<name>.py args...` with its output in `log`; wall seconds, SystemExit on failure."""
     start = time.perf_counter()

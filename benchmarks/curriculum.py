@@ -20,14 +20,10 @@ import json
 import shutil
 import time
 
-from common import ROOT, job
-from r1ci.evaluation import Estimate, mean_over_seeds
+from common import ROOT, as_list, job
+from r1ci.evaluation import mean_over_seeds
 
 ARMS = ("curriculum", "uniform")
-
-
-def as_list(e: Estimate) -> list[float]:
-    return [round(e.value, 4), round(e.lo, 4), round(e.hi, 4)]
 
 
 def analyse(results: dict, seeds: list[int], metric: str = "accuracy") -> dict:
