@@ -294,8 +294,8 @@ class RLJob:
         queue, failed = GenerationQueue(), True
         self.run_start = time.perf_counter()
 
-        def generate_ahead(last: int) -> None:  # queue the generation of every step up to `last`
-            for k in range(self.start_step, min(last, steps - 1) + 1):
+        def generate_ahead(first: int) -> None:  # queue the generation of steps first..first+s not queued yet
+            for k in range(first, min(first + ahead, steps - 1) + 1):
                 if k not in self.ahead:
                     self.ahead[k] = queue.submit(self.generate, k)
 
@@ -305,7 +305,7 @@ class RLJob:
             try:
                 if every and self.start_step % every == 0 and self.start_step < steps:
                     queue.submit(self.evaluate, self.start_step)  # the weights the first step samples with
-                generate_ahead(self.start_step + ahead)
+                generate_ahead(self.start_step)
                 for step in range(self.start_step, steps):
                     try:
                         m, refs = self.learn(self.ahead.pop(step).result())
@@ -322,7 +322,7 @@ class RLJob:
                         queue.submit(self.evaluate, done)
                     if done % self.cfg.run.checkpoint_every == 0 or done == steps:
                         self.save(done)
-                    generate_ahead(done + ahead)
+                    generate_ahead(done)
                     if m:
                         history.append(m)
                         bar.update(task, info=f"reward {m['reward/mean']:.3f} acc {m['accuracy/mean']:.2f} "

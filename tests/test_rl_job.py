@@ -260,14 +260,26 @@ ASYNC = {"run.max_staleness": 1, "algorithm.rollout_correction": "true"}
 
 
 @pytest.mark.slow
-def test_asynchronous_run_trains_each_step_on_weights_at_most_max_staleness_versions_old(ray_cluster, tiny_model_dir, tmp_path):
-    out = tmp_path / "async"
-    assert rl.main(["--config", str(ROOT / "configs/demo.yaml"), *tiny_overrides(tiny_model_dir, out, steps=3, **ASYNC)]) == 0
+@pytest.mark.parametrize("max_staleness, behind", [(0, [0, 0, 0]), (1, [0, 1, 1])])
+def test_each_step_is_sampled_once_by_weights_at_most_max_staleness_versions_old(ray_cluster, tiny_model_dir, tmp_path,
+                                                                                  max_staleness, behind):
+    from r1ci.config import load_config
+
+    out = tmp_path / "run"
+    overrides = tiny_overrides(tiny_model_dir, out, steps=3, **{**ASYNC, "run.max_staleness": max_staleness})
+    job = rl.RLJob(load_config(ROOT / "configs/demo.yaml", overrides))
+    try:
+        job.run(show_progress=False)
+        generated = sum(ray_cluster.get([a.stats.remote() for a in job.generators.actors], timeout=60)[i]["trajectories"]
+                        for i in range(len(job.generators.actors)))
+    finally:
+        job.close()
+    assert generated == 3 * 2 * 2  # steps x prompts x group size: no step is generated twice
     rows = read_metrics(out)
     assert [r["step"] for r in rows] == [0, 1, 2]
-    # Step 0 and step 1 are both sampled by the initial weights (step 1's generation ran
-    # while step 0 trained); step 2 by version 1, trained at version 2.
-    assert [r["staleness/max"] for r in rows] == [0, 1, 1]
+    # With max_staleness 1, step 1 is sampled by the initial weights while step 0 trains,
+    # and step 2 by version 1 while step 1 trains; it trains at version 2.
+    assert [r["staleness/max"] for r in rows] == behind
     assert [r["weights/version"] for r in rows] == [1, 2, 3]
     assert all(r["staleness/dropped_groups"] == 0 for r in rows)
     assert (out / "final" / "config.json").exists()
