@@ -86,7 +86,11 @@ class GeneratorFleet:
             refs.append(ref)
             loads += [a.load_bucket.remote(ref) for a in self.actors]
         self.weights = (refs, version)
-        served = ray.get(loads, timeout=self.timeout_s)[-len(self.actors):]
+        answers = ray.get(loads, timeout=self.timeout_s)
+        # An async actor may run its bucket loads in another order than they were sent: the one
+        # it ran last completes the sync and answers `version`, whichever bucket it was.
+        served = [version if version in answers[i::len(self.actors)] else max(answers[i::len(self.actors)])
+                  for i in range(len(self.actors))]
         if any(v != version for v in served):
             raise StaleWeights(f"after the sync of version {version} the generators serve versions {served}")
 
