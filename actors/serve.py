@@ -11,6 +11,7 @@ r1ci's loop, budgets and never-re-tokenized ids are the same whichever side hold
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Callable, Iterable
 
 from ray import serve
@@ -18,6 +19,8 @@ from ray import serve
 from r1ci.config import Config, from_dict, to_dict
 from r1ci.engines.base import Completion, EngineStats, Sampling
 from r1ci.serving import ChatService, base_url, build_api
+
+log = logging.getLogger(__name__)
 
 
 class LLMServerEngine:
@@ -160,6 +163,7 @@ def serve_app(cfg: Config, model_dir: str) -> Any:
         name="ChatIngress",
         num_replicas=s.num_replicas,
         max_ongoing_requests=s.max_ongoing_requests,
+        max_queued_requests=s.max_queued_requests,
         ray_actor_options={"num_cpus": s.num_cpus, "num_gpus": s.num_gpus},
     )
     if cfg.serve.engine != "llm_server":
@@ -173,7 +177,15 @@ def serve_app(cfg: Config, model_dir: str) -> Any:
 
 def deploy(cfg: Config, model_dir: str) -> str:
     """Start Serve's HTTP proxy on `serve.host:serve.port` (on the connected Ray) and run the
-    application; returns the base URL once every replica has loaded its model."""
+    application; returns the base URL once every replica has loaded its model. On a cluster
+    where Serve already runs, its proxy keeps the address it was started with: the URL
+    returned is that one, and a warning says serve.host/serve.port did not apply."""
+    from ray.serve.context import _get_global_client  # the one way to read the proxy's address back
+
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+    http = _get_global_client().http_config
+    if (http.host, http.port) != (cfg.serve.host, cfg.serve.port):
+        log.warning("Serve already runs on this cluster with its HTTP proxy on %s:%d, so serve.host/serve.port (%s:%d) "
+                    "do not apply; the application is served there", http.host, http.port, cfg.serve.host, cfg.serve.port)
     serve.run(serve_app(cfg, model_dir), name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix)
-    return base_url(cfg)
+    return base_url(cfg, http.host, http.port)

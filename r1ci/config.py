@@ -285,6 +285,7 @@ class ServeConfig:
     num_cpus: float = knob(1.0, "CPUs Ray reserves per ingress replica (the engine's share included when it runs there).", gt=0)
     num_gpus: float = knob(0.0, "GPUs Ray reserves per ingress replica (1 on a GPU cluster when the engine runs there).", ge=0)
     max_ongoing_requests: int = knob(16, "Requests one replica works on at once (the engine batches them); more wait in Serve's queue.", gt=0)
+    max_queued_requests: int = knob(256, "Requests that may wait in Serve's queue for a replica; past that a request is refused at once with 503 (back-pressure) instead of waiting without bound; -1 for no bound.", ge=-1)
     llm_num_cpus: float = knob(1.0, "With serve.engine llm_server: CPUs per LLMServer replica (its placement-group bundle).", gt=0)
     llm_num_gpus: int = knob(0, "With serve.engine llm_server: GPUs per LLMServer replica, the engine's tensor-parallel size (0: vLLM's CPU build).", ge=0)
     llm_min_replicas: int = knob(1, "With serve.engine llm_server: LLMServer replicas (the autoscaling floor).", gt=0)
@@ -445,6 +446,8 @@ def validate(cfg: Config) -> Config:
     if cfg.serve.engine == "llm_server" and cfg.generator.backend != "vllm":
         raise ConfigError(f"serve.engine: llm_server runs vLLM only (ray.serve.llm), but generator.backend is "
                           f"{cfg.generator.backend!r}: set serve.engine=ingress or generator.backend=vllm")
+    if cfg.serve.max_queued_requests == 0:
+        raise ConfigError("serve.max_queued_requests: need a positive bound, or -1 for none, got 0")
     if cfg.serve.llm_max_replicas < cfg.serve.llm_min_replicas:
         raise ConfigError(f"serve.llm_max_replicas: must be at least serve.llm_min_replicas ({cfg.serve.llm_min_replicas}), "
                           f"got {cfg.serve.llm_max_replicas}")

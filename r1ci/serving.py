@@ -885,8 +885,10 @@ def build_api(service: ChatService, echo_request_id: bool = True) -> FastAPI:
     return api
 
 
-def base_url(cfg: Config) -> str:
-    """The URL OpenAI clients take as base_url (ends in /v1)."""
-    host = "127.0.0.1" if cfg.serve.host in ("0.0.0.0", "::", "") else cfg.serve.host
+def base_url(cfg: Config, host: str | None = None, port: int | None = None) -> str:
+    """The URL OpenAI clients take as base_url (ends in /v1): the HTTP server at `host:port`
+    (default serve.host:serve.port) and the application's route prefix."""
+    host = cfg.serve.host if host is None else host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     prefix = "" if cfg.serve.route_prefix == "/" else cfg.serve.route_prefix
-    return f"http://{host}:{cfg.serve.port}{prefix}/v1"
+    return f"http://{host}:{cfg.serve.port if port is None else port}{prefix}/v1"

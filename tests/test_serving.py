@@ -101,7 +101,8 @@ def test_protocol_system_prompt_goes_first_only_when_the_request_has_none(tiny_m
 def test_serve_config_rejects_bad_values():
     for override, key in [("serve.port=70000", "serve.port"), ("serve.route_prefix=/api/", "serve.route_prefix"),
                           ("serve.engine=llm_server", "serve.engine"), ("serve.llm_max_replicas=0", "serve.llm_max_replicas"),
-                          ("serve.max_json_depth=0", "serve.max_json_depth"), ("serve.code_call_retries=-1", "serve.code_call_retries")]:
+                          ("serve.max_json_depth=0", "serve.max_json_depth"), ("serve.code_call_retries=-1", "serve.code_call_retries"),
+                          ("serve.max_queued_requests=0", "serve.max_queued_requests"), ("serve.max_queued_requests=-2", "serve.max_queued_requests")]:
         with pytest.raises(ConfigError, match=key):
             load_config(None, ["generator.backend=hf", override])
     assert base_url(load_config(None, ["serve.route_prefix=/r1ci", "serve.port=9000"])) == "http://127.0.0.1:9000/r1ci/v1"
@@ -622,6 +623,35 @@ def test_engine_failure_is_a_500_with_one_line_not_a_traceback(tokenizer):
     assert status == 500 and out["error"]["type"] == "server_error"
     assert "CUDA out of memory" in out["error"]["message"] and "Traceback" not in out["error"]["message"]
     assert stream_status == 200 and "CUDA out of memory" in events and events.endswith("data: [DONE]\n\n")
+
+
+@pytest.mark.slow
+def test_on_a_cluster_whose_serve_listens_elsewhere_the_url_is_the_real_one_and_a_full_queue_refuses_at_once(ray_cluster, tiny_model_dir, caplog):
+    import concurrent.futures
+
+    import httpx
+    from ray import serve
+
+    from actors.serve import deploy
+
+    serve.shutdown()
+    taken = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": taken})  # another job's Serve, already running
+    cfg = server_config()
+    cfg.serve.num_cpus, cfg.serve.port = 0.25, _free_port()
+    cfg.serve.max_ongoing_requests, cfg.serve.max_queued_requests = 1, 1
+    try:
+        with caplog.at_level("WARNING", logger="actors.serve"):
+            url = deploy(cfg, tiny_model_dir)
+        assert url == f"http://127.0.0.1:{taken}/v1"
+        assert f"proxy on 127.0.0.1:{taken}" in caplog.text
+        assert httpx.get(f"{url}/models", timeout=60).json()["data"][0]["id"] == "r1ci"
+        request = {"model": "r1ci", "messages": USER, "temperature": 0}  # one replica slot, one queue place: 32 at once overflow
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            statuses = list(pool.map(lambda _: httpx.post(f"{url}/chat/completions", json=request, timeout=300).status_code, range(32)))
+        assert 200 in statuses and 503 in statuses and set(statuses) <= {200, 503}, statuses
+    finally:
+        serve.shutdown()
 
 
 @pytest.mark.slow
